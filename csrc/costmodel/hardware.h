@@ -1,0 +1,38 @@
+// Hardware numbers the cost model needs, resolved for one dtype.
+// Pure C++17: no Python, no I/O. Units are in every name.
+#pragma once
+
+#include <string>
+
+namespace costmodel {
+
+enum class OpClass : int { kMatmul = 0, kAttention = 1, kVector = 2, kGather = 3 };
+inline constexpr int kNumOpClasses = 4;
+inline constexpr const char* kOpClassNames[kNumOpClasses] = {"matmul", "attention", "vector", "gather"};
+
+// Calibrated terms of one op class:
+//   time = max(flops / (peak * compute_efficiency), bytes / (bandwidth * memory_efficiency)) + overhead_s
+struct ClassTerms {
+  double compute_efficiency = 1.0;
+  double memory_efficiency = 1.0;
+  double overhead_s = 0.0;
+};
+
+struct Hardware {
+  double peak_flops_per_s = 0.0;    // matrix unit, for the chosen dtype
+  double vector_flops_per_s = 0.0;  // elementwise unit
+  double hbm_bytes_per_s = 0.0;
+  double onchip_bytes = 0.0;        // half holds pinned weights, half holds activations
+  double onchip_bytes_per_s = 0.0;
+  double tile_m = 1.0;              // matrix unit pads M, N, K up to multiples of these
+  double tile_n = 1.0;
+  double tile_k = 1.0;
+  double dtype_bytes = 2.0;
+  double fixed_overhead_s = 0.0;    // once per inference
+  ClassTerms terms[kNumOpClasses];
+};
+
+// Returns an empty string when `hw` is usable, else a message naming the bad field.
+std::string validate_hardware(const Hardware& hw);
+
+}  // namespace costmodel

@@ -1,0 +1,348 @@
+// The analytic latency model (see model.h). The Python reference in
+// python/autodistill/costmodel_reference.py is the readable twin and the test oracle.
+#include "costmodel/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <thread>
+
+namespace costmodel {
+namespace {
+
+// Elementwise FLOPs per element.
+constexpr double kBiasFlops = 1, kResidualFlops = 1, kScaleMaskFlops = 2, kSoftmaxFlops = 5;
+constexpr double kLayerNormFlops = 8, kNoNormFlops = 2;
+constexpr double kActivationFlops[kNumActivations] = {1, 10, 10, 6, 5};  // relu gelu gelu_new tanh silu
+
+inline double pad(int64_t x, double tile) {
+  const int64_t t = static_cast<int64_t>(tile);
+  return static_cast<double>((x + t - 1) / t * t);
+}
+
+bool is_int_in(double v, double lo, double hi) {
+  return std::isfinite(v) && v == std::floor(v) && v >= lo && v <= hi;
+}
+
+std::string fmt(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// An op before costing: shapes turned into work and bytes for ONE instance.
+struct OpShape {
+  const char* name;
+  OpClass cls;
+  double count;
+  double flops, padded_flops, vector_flops, weight_bytes, act_bytes;
+};
+
+// Precomputed per call: reciprocals of effective rates and the residency decisions.
+struct Rates {
+  double inv_compute[kNumOpClasses];
+  double inv_vector;
+  double inv_mem_w[kNumOpClasses];
+  double inv_mem_a_onchip[kNumOpClasses];
+  double inv_mem_a_hbm[kNumOpClasses];
+  double overhead[kNumOpClasses];
+  double act_capacity;
+  bool weights_onchip;
+};
+
+Rates make_rates(const Arch& a, const Hardware& hw, const Workload& w) {
+  Rates r{};
+  const double onchip_bw = std::max(hw.onchip_bytes_per_s, hw.hbm_bytes_per_s);
+  r.weights_onchip = weight_bytes(a, w, hw.dtype_bytes) <= 0.5 * hw.onchip_bytes;
+  r.act_capacity = 0.5 * hw.onchip_bytes;
+  const double vec_eff = hw.terms[static_cast<int>(OpClass::kVector)].compute_efficiency;
+  r.inv_vector = 1.0 / (hw.vector_flops_per_s * vec_eff);
+  for (int c = 0; c < kNumOpClasses; ++c) {
+    const ClassTerms& t = hw.terms[c];
+    r.inv_compute[c] = 1.0 / (hw.peak_flops_per_s * t.compute_efficiency);
+    r.inv_mem_w[c] = 1.0 / ((r.weights_onchip ? onchip_bw : hw.hbm_bytes_per_s) * t.memory_efficiency);
+    r.inv_mem_a_onchip[c] = 1.0 / (onchip_bw * t.memory_efficiency);
+    r.inv_mem_a_hbm[c] = 1.0 / (hw.hbm_bytes_per_s * t.memory_efficiency);
+    r.overhead[c] = t.overhead_s;
+  }
+  return r;
+}
+
+struct Costed {
+  double compute_s, vector_s, memory_s, overhead_s, latency_s;
+  bool acts_onchip;
+};
+
+// Cost of ONE instance of the op.
+inline Costed cost(const OpShape& op, const Rates& r) {
+  const int c = static_cast<int>(op.cls);
+  Costed k;
+  k.acts_onchip = op.act_bytes <= r.act_capacity;
+  k.compute_s = op.padded_flops * r.inv_compute[c];
+  k.vector_s = op.vector_flops * r.inv_vector;
+  k.memory_s = op.weight_bytes * r.inv_mem_w[c] + op.act_bytes * (k.acts_onchip ? r.inv_mem_a_onchip[c] : r.inv_mem_a_hbm[c]);
+  k.overhead_s = r.overhead[c];
+  k.latency_s = std::max(k.compute_s, std::max(k.vector_s, k.memory_s)) + k.overhead_s;
+  return k;
+}
+
+// Walks the ops of one inference, calling sink(OpShape) for each. Shared by the total and breakdown paths.
+template <class Sink>
+void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
+  const double db = hw.dtype_bytes;
+  const int64_t m = w.batch * w.seq;
+  const double M = static_cast<double>(m);
+  const double Mp = pad(m, hw.tile_m);
+  const double norm_flops = a.layer_norm ? kLayerNormFlops : kNoNormFlops;
+  const double act_flops = kActivationFlops[a.activation];
+  const double L = static_cast<double>(a.layers);
+  const int64_t h = a.hidden, t = a.true_hidden(), f = a.intermediate;
+
+  // Dense layer [M, k] x [k, n] with a fused epilogue of `epi_flops` per output element,
+  // `residual` extra reads of the output shape, and `norm` parameters.
+  auto dense = [&](const char* name, double count, int64_t k, int64_t n, double epi_flops, bool residual,
+                   bool norm) {
+    const double K = static_cast<double>(k), N = static_cast<double>(n);
+    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0};
+    op.flops = 2.0 * M * K * N;
+    op.padded_flops = 2.0 * Mp * pad(k, hw.tile_k) * pad(n, hw.tile_n);
+    op.vector_flops = M * N * epi_flops;
+    op.weight_bytes = (K * N + N + (norm ? 2.0 * N : 0.0)) * db;
+    op.act_bytes = (M * K + M * N + (residual ? M * N : 0.0)) * db;
+    sink(op);
+  };
+  const double ln = norm_flops;
+
+  // --- embeddings: gather word rows, add position and token-type rows; project (MobileBERT); norm.
+  {
+    const double E = static_cast<double>(a.embedding), H = static_cast<double>(h);
+    const bool project = a.mobilebert && (a.trigram || a.embedding != a.hidden);
+    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0};
+    g.act_bytes = (M * E + 2.0 * M * H + M * static_cast<double>(a.embedding_input())) * db;
+    g.vector_flops = project ? 0.0 : M * H * (2.0 + ln);  // adds + norm fuse into the gather when no projection
+    sink(g);
+    if (project) dense("embedding_transformation", 1, a.embedding_input(), h, kBiasFlops + 2.0 + ln, true, true);
+  }
+
+  // --- encoder layers (each op below runs once per layer, times `count`).
+  const int64_t heads = a.heads, d = t / heads;
+  if (a.use_bottleneck) {
+    dense("bottleneck_input", L, h, t, kBiasFlops + ln, false, true);
+    if (a.kq_shared && !a.bottleneck_attention) dense("bottleneck_attention", L, h, t, kBiasFlops + ln, false, true);
+  }
+  dense("query", L, t, t, kBiasFlops, false, false);
+  dense("key", L, t, t, kBiasFlops, false, false);
+  dense("value", L, (a.use_bottleneck && a.bottleneck_attention) ? t : h, t, kBiasFlops, false, false);
+  {
+    const double B = static_cast<double>(w.batch) * static_cast<double>(heads);
+    const double S = static_cast<double>(w.seq), D = static_cast<double>(d);
+    const double Sm = pad(w.seq, hw.tile_m), Sn = pad(w.seq, hw.tile_n), Sk = pad(w.seq, hw.tile_k);
+    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0};
+    sc.flops = 2.0 * B * S * D * S;
+    sc.padded_flops = 2.0 * B * Sm * pad(d, hw.tile_k) * Sn;
+    sc.vector_flops = B * S * S * kScaleMaskFlops;
+    sc.act_bytes = (2.0 * B * S * D + B * S * S) * db;
+    sink(sc);
+    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db};
+    sink(sm);
+    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0};
+    cx.flops = 2.0 * B * S * S * D;
+    cx.padded_flops = 2.0 * B * Sm * Sk * pad(d, hw.tile_n);
+    cx.act_bytes = (B * S * S + 2.0 * B * S * D) * db;
+    sink(cx);
+  }
+  dense("attention_output", L, t, t, kBiasFlops + kResidualFlops + ln, true, true);
+  if (a.num_ffn > 1) {
+    const double extra = L * static_cast<double>(a.num_ffn - 1);
+    dense("ffn_stacked_intermediate", extra, t, f, kBiasFlops + act_flops, false, false);
+    dense("ffn_stacked_output", extra, f, t, kBiasFlops + kResidualFlops + ln, true, true);
+  }
+  dense("intermediate", L, t, f, kBiasFlops + act_flops, false, false);
+  dense("output", L, f, t, kBiasFlops + kResidualFlops + ln, true, true);
+  if (a.use_bottleneck) dense("output_bottleneck", L, t, h, kBiasFlops + kResidualFlops + ln, true, true);
+
+  // --- optional MLM head: transform (dense + act + LayerNorm) and the vocabulary projection.
+  if (w.mlm_head) {
+    dense("mlm_transform", 1, h, h, kBiasFlops + act_flops + kLayerNormFlops, false, true);
+    dense("mlm_decoder", 1, h, a.vocab, kBiasFlops, false, false);
+  }
+}
+
+}  // namespace
+
+std::string validate_hardware(const Hardware& hw) {
+  auto pos = [](double v) { return std::isfinite(v) && v > 0; };
+  if (!pos(hw.peak_flops_per_s)) return "peak_flops_per_s=" + fmt(hw.peak_flops_per_s) + " must be finite and > 0";
+  if (!pos(hw.vector_flops_per_s)) return "vector_flops_per_s=" + fmt(hw.vector_flops_per_s) + " must be finite and > 0";
+  if (!pos(hw.hbm_bytes_per_s)) return "hbm_bytes_per_s=" + fmt(hw.hbm_bytes_per_s) + " must be finite and > 0";
+  if (!pos(hw.onchip_bytes_per_s)) return "onchip_bytes_per_s=" + fmt(hw.onchip_bytes_per_s) + " must be finite and > 0";
+  if (!(std::isfinite(hw.onchip_bytes) && hw.onchip_bytes >= 0)) return "onchip_bytes=" + fmt(hw.onchip_bytes) + " must be finite and >= 0";
+  if (!is_int_in(hw.tile_m, 1, 4096)) return "tile_m=" + fmt(hw.tile_m) + " must be an integer in 1..4096";
+  if (!is_int_in(hw.tile_n, 1, 4096)) return "tile_n=" + fmt(hw.tile_n) + " must be an integer in 1..4096";
+  if (!is_int_in(hw.tile_k, 1, 4096)) return "tile_k=" + fmt(hw.tile_k) + " must be an integer in 1..4096";
+  if (!(hw.dtype_bytes == 1 || hw.dtype_bytes == 2 || hw.dtype_bytes == 4)) return "dtype_bytes=" + fmt(hw.dtype_bytes) + " must be 1, 2 or 4";
+  if (!(std::isfinite(hw.fixed_overhead_s) && hw.fixed_overhead_s >= 0)) return "fixed_overhead_s=" + fmt(hw.fixed_overhead_s) + " must be finite and >= 0";
+  for (int c = 0; c < kNumOpClasses; ++c) {
+    const ClassTerms& t = hw.terms[c];
+    const std::string n = kOpClassNames[c];
+    if (!pos(t.compute_efficiency)) return n + "_compute_efficiency=" + fmt(t.compute_efficiency) + " must be finite and > 0";
+    if (!pos(t.memory_efficiency)) return n + "_memory_efficiency=" + fmt(t.memory_efficiency) + " must be finite and > 0";
+    if (!(std::isfinite(t.overhead_s) && t.overhead_s >= 0)) return n + "_overhead_s=" + fmt(t.overhead_s) + " must be finite and >= 0";
+  }
+  return {};
+}
+
+std::string validate_workload(const Workload& w) {
+  if (w.batch < 1 || w.batch > (int64_t{1} << 20)) return "batch=" + std::to_string(w.batch) + " must be in 1..1048576";
+  if (w.seq < 1 || w.seq > (int64_t{1} << 20)) return "seq=" + std::to_string(w.seq) + " must be in 1..1048576";
+  return {};
+}
+
+bool parse_arch(const double* row, Arch* out, ParseError* err) {
+  auto bad = [&](int field, const std::string& msg) {
+    err->field = field;
+    err->message = std::string("feature '") + kFeatureNames[field] + "'=" + fmt(row[field]) + " " + msg;
+    return false;
+  };
+  static constexpr double kHi[kNumFeatures] = {
+      1, static_cast<double>(kMaxLayers), kMaxDim, kMaxDim, kMaxDim, kMaxDim, kMaxFfn, 1, kMaxDim, 1, 1, 1, 1,
+      kNumActivations - 1, static_cast<double>(kMaxVocab)};
+  static constexpr double kLo[kNumFeatures] = {0, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 1};
+  for (int i = 0; i < kNumFeatures; ++i) {
+    if (!is_int_in(row[i], kLo[i], kHi[i])) {
+      return bad(i, "is not an integer in " + fmt(kLo[i]) + ".." + fmt(kHi[i]));
+    }
+  }
+  Arch a;
+  a.mobilebert = row[0] != 0;
+  a.layers = static_cast<int64_t>(row[1]);
+  a.hidden = static_cast<int64_t>(row[2]);
+  a.embedding = static_cast<int64_t>(row[3]);
+  a.heads = static_cast<int64_t>(row[4]);
+  a.intermediate = static_cast<int64_t>(row[5]);
+  a.num_ffn = static_cast<int64_t>(row[6]);
+  a.use_bottleneck = row[7] != 0;
+  a.intra_bottleneck = static_cast<int64_t>(row[8]);
+  a.bottleneck_attention = row[9] != 0;
+  a.kq_shared = row[10] != 0;
+  a.trigram = row[11] != 0;
+  a.layer_norm = row[12] != 0;
+  a.activation = static_cast<int>(row[13]);
+  a.vocab = static_cast<int64_t>(row[14]);
+  if (a.true_hidden() % a.heads != 0) {
+    return bad(4, "does not divide the attention width " + std::to_string(a.true_hidden()));
+  }
+  if (!a.mobilebert) {
+    if (a.use_bottleneck) return bad(7, "must be 0 for family bert");
+    if (a.trigram) return bad(11, "must be 0 for family bert");
+    if (a.num_ffn != 1) return bad(6, "must be 1 for family bert");
+    if (!a.layer_norm) return bad(12, "must be 1 (layer_norm) for family bert");
+    if (a.embedding != a.hidden) return bad(3, "must equal hidden_size for family bert");
+  }
+  if (a.use_bottleneck && !a.bottleneck_attention && !a.kq_shared && a.intra_bottleneck != a.hidden) {
+    return bad(8, "must equal hidden_size when the bottleneck feeds neither attention nor a shared query/key");
+  }
+  *out = a;
+  return true;
+}
+
+double weight_bytes(const Arch& a, const Workload& w, double db) {
+  const double h = static_cast<double>(a.hidden), t = static_cast<double>(a.true_hidden());
+  const double f = static_cast<double>(a.intermediate);
+  const double v_in = (a.use_bottleneck && a.bottleneck_attention) ? t : h;
+  double layer = 2 * (t * t + t) + (v_in * t + t) + (t * t + 3 * t);
+  layer += static_cast<double>(a.num_ffn) * ((t * f + f) + (f * t + 3 * t));
+  if (a.use_bottleneck) {
+    layer += (h * t + 3 * t) + (t * h + 3 * h);
+    if (a.kq_shared && !a.bottleneck_attention) layer += h * t + 3 * t;
+  }
+  double total = static_cast<double>(a.layers) * layer;
+  if (a.mobilebert && (a.trigram || a.embedding != a.hidden)) {
+    total += static_cast<double>(a.embedding_input()) * h + 3 * h;
+  }
+  if (w.mlm_head) total += (h * h + 3 * h) + (h * static_cast<double>(a.vocab) + static_cast<double>(a.vocab));
+  return total * db;
+}
+
+Estimate estimate(const Arch& a, const Hardware& hw, const Workload& w) {
+  const Rates r = make_rates(a, hw, w);
+  Estimate e;
+  e.fixed_overhead_s = hw.fixed_overhead_s;
+  double total = hw.fixed_overhead_s;
+  walk(a, hw, w, [&](const OpShape& op) {
+    const Costed k = cost(op, r);
+    OpCost c;
+    c.name = op.name;
+    c.op_class = op.cls;
+    c.count = op.count;
+    c.flops = op.flops * op.count;
+    c.padded_flops = op.padded_flops * op.count;
+    c.vector_flops = op.vector_flops * op.count;
+    c.weight_bytes = op.weight_bytes * op.count;
+    c.act_bytes = op.act_bytes * op.count;
+    c.weights_onchip = r.weights_onchip;
+    c.acts_onchip = k.acts_onchip;
+    c.compute_s = k.compute_s * op.count;
+    c.vector_s = k.vector_s * op.count;
+    c.memory_s = k.memory_s * op.count;
+    c.overhead_s = k.overhead_s * op.count;
+    c.latency_s = k.latency_s * op.count;
+    total += c.latency_s;
+    e.ops.push_back(std::move(c));
+  });
+  e.latency_s = total;
+  return e;
+}
+
+double estimate_total(const Arch& a, const Hardware& hw, const Workload& w) {
+  const Rates r = make_rates(a, hw, w);
+  double total = hw.fixed_overhead_s;
+  walk(a, hw, w, [&](const OpShape& op) { total += cost(op, r).latency_s * op.count; });
+  return total;
+}
+
+bool estimate_batch(const double* features, int64_t n, const Hardware& hw, const Workload& w, double* out,
+                    int threads, BatchError* err) {
+  // One pass: each worker parses, validates and scores its rows, remembering its first bad row.
+  // On any bad row the whole call fails (the caller discards `out`), naming the lowest bad row.
+  struct Worker {
+    int64_t bad_row = -1;
+    ParseError parse;
+  };
+  auto run = [&](int64_t lo, int64_t hi, Worker* wk) {
+    for (int64_t i = lo; i < hi; ++i) {
+      Arch a;
+      if (!parse_arch(features + i * kNumFeatures, &a, &wk->parse)) {
+        wk->bad_row = i;
+        return;
+      }
+      out[i] = estimate_total(a, hw, w);
+    }
+  };
+  int nt = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t min_rows_per_thread = 4096;
+  nt = static_cast<int>(std::min<int64_t>(nt, std::max<int64_t>(1, n / min_rows_per_thread)));
+  std::vector<Worker> workers(nt);
+  if (nt <= 1) {
+    run(0, n, &workers[0]);
+  } else {
+    std::vector<std::thread> pool;
+    pool.reserve(nt);
+    const int64_t chunk = (n + nt - 1) / nt;
+    for (int k = 0; k < nt; ++k) {
+      const int64_t lo = k * chunk, hi = std::min(n, lo + chunk);
+      if (lo < hi) pool.emplace_back(run, lo, hi, &workers[k]);
+    }
+    for (auto& th : pool) th.join();
+  }
+  for (const Worker& wk : workers) {  // workers hold increasing row ranges: the first bad one is the lowest
+    if (wk.bad_row >= 0) {
+      err->row = wk.bad_row;
+      err->parse = wk.parse;
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace costmodel

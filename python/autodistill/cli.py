@@ -1,0 +1,51 @@
+"""Thin command-line interface over the library functions.
+
+Each stage owns its subcommands in a ``*_cli`` module exposing
+``register(subparsers)``; this file only wires them together, so the CLI
+never holds logic of its own.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from autodistill.errors import AutodistillError
+
+logger = logging.getLogger(__name__)
+
+#: Modules that contribute subcommands, in help order. Imported lazily (heavy stages stay unloaded).
+SUBCOMMAND_MODULES = (
+    "autodistill.costmodel_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autodistill", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in SUBCOMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except AutodistillError as e:
+        print(f"autodistill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autodistill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Latency estimates of students on a hardware profile, from the C++ core.
+
+This is the only module that imports ``autodistill._costmodel``. The model
+itself is documented in ``csrc/costmodel/model.h`` and written out in plain
+Python in `autodistill.costmodel_reference` (the test oracle).
+
+Example::
+
+    from autodistill import load_profile, reference_arch
+    from autodistill.costmodel import CostModel
+    cm = CostModel(load_profile("tpu_v4i"))
+    est = cm.estimate(reference_arch("mobilebert"), batch=1, seq=128)
+    est.latency_s, est.ops[0].name
+    cm.estimate_batch(features)          # (n, F) float64 -> (n,) seconds
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from autodistill import _costmodel
+from autodistill.arch import FEATURE_NAMES, StudentArch
+from autodistill.errors import AutodistillError, CostModelError
+from autodistill.hardware import OP_CLASSES, HardwareProfile
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever the model's formulas change; stored with every search trial.
+COST_MODEL_VERSION = "1.0"
+
+if tuple(_costmodel.FEATURE_NAMES) != FEATURE_NAMES:  # pragma: no cover - build/version skew
+    raise ImportError(
+        f"autodistill._costmodel feature layout {_costmodel.FEATURE_NAMES} does not match "
+        f"autodistill.arch.FEATURE_NAMES {FEATURE_NAMES}; rebuild the extension (make build)"
+    )
+if tuple(_costmodel.OP_CLASSES) != OP_CLASSES:  # pragma: no cover
+    raise ImportError(f"autodistill._costmodel op classes {_costmodel.OP_CLASSES} != {OP_CLASSES}; rebuild")
+
+
+@dataclass(frozen=True)
+class OpEstimate:
+    """One op of the breakdown; every quantity is the total over its ``count`` instances."""
+
+    name: str
+    op_class: str
+    count: float
+    flops: float
+    padded_flops: float
+    vector_flops: float
+    weight_bytes: float
+    act_bytes: float
+    weights_onchip: bool
+    acts_onchip: bool
+    compute_s: float
+    vector_s: float
+    memory_s: float
+    overhead_s: float
+    latency_s: float
+
+    @property
+    def bytes_moved(self) -> float:
+        return self.weight_bytes + self.act_bytes
+
+    @property
+    def bound(self) -> str:
+        """Which roofline term sets the op's time: compute, vector or memory."""
+        terms = {"compute": self.compute_s, "vector": self.vector_s, "memory": self.memory_s}
+        return max(terms, key=terms.__getitem__)
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """Latency of one inference of ``batch`` x ``seq`` tokens, with its per-op breakdown."""
+
+    latency_s: float
+    fixed_overhead_s: float
+    ops: tuple[OpEstimate, ...]
+    profile: str
+    dtype: str
+    batch: int
+    seq: int
+
+    @property
+    def flops(self) -> float:
+        return sum(o.flops for o in self.ops)
+
+    @property
+    def bytes_moved(self) -> float:
+        return sum(o.bytes_moved for o in self.ops)
+
+    def to_dict(self) -> dict:
+        return {
+            "latency_s": self.latency_s, "fixed_overhead_s": self.fixed_overhead_s, "profile": self.profile,
+            "dtype": self.dtype, "batch": self.batch, "seq": self.seq, "flops": self.flops,
+            "bytes_moved": self.bytes_moved, "ops": [o.__dict__.copy() for o in self.ops],
+        }
+
+
+def _check_workload(batch: int, seq: int) -> None:
+    for name, v in (("batch", batch), ("seq", seq)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= int(v) <= 1 << 20:
+            raise CostModelError(f"{name}={v!r} must be an integer in 1..1048576")
+
+
+class CostModel:
+    """The analytic latency model of one profile and dtype.
+
+    Args:
+        profile: the target device.
+        dtype: one of ``profile.dtypes``; defaults to bf16 where the device has it.
+    """
+
+    def __init__(self, profile: HardwareProfile, dtype: str | None = None) -> None:
+        self.profile = profile
+        self.dtype = dtype or profile.default_dtype
+        self.resolved = profile.resolve(self.dtype)  # raises ProfileError naming valid dtypes
+        try:
+            self._hw = _costmodel.Hardware(**self.resolved)
+        except ValueError as e:
+            raise CostModelError(f"profile {profile.name!r}: {e}") from None
+
+    def __repr__(self) -> str:
+        return f"CostModel(profile={self.profile.name!r}, dtype={self.dtype!r})"
+
+    def estimate(self, arch: StudentArch, batch: int = 1, seq: int = 128, *, mlm_head: bool = False) -> LatencyEstimate:
+        """Latency and per-op breakdown of one inference of ``arch`` on ``batch`` x ``seq`` tokens."""
+        if not isinstance(arch, StudentArch):
+            raise CostModelError(f"arch must be a StudentArch, got {type(arch).__name__}")
+        _check_workload(batch, seq)
+        try:
+            d = _costmodel.estimate(arch.features(), self._hw, int(batch), int(seq), bool(mlm_head))
+        except ValueError as e:
+            raise CostModelError(str(e)) from None
+        ops = tuple(OpEstimate(**o) for o in d["ops"])
+        return LatencyEstimate(d["latency_s"], d["fixed_overhead_s"], ops, self.profile.name, self.dtype,
+                               int(batch), int(seq))
+
+    def latency_s(self, arch: StudentArch, batch: int = 1, seq: int = 128, *, mlm_head: bool = False) -> float:
+        return self.estimate(arch, batch, seq, mlm_head=mlm_head).latency_s
+
+    def estimate_batch(self, features: np.ndarray | Sequence[StudentArch], batch: int = 1, seq: int = 128, *,
+                       mlm_head: bool = False, threads: int = 0) -> np.ndarray:
+        """Latencies of many students at once.
+
+        Args:
+            features: ``n x F`` float64 array in `autodistill.arch.FEATURE_NAMES` order
+                (see `features_of`), or a sequence of `StudentArch`.
+            threads: worker threads; 0 uses every core. The GIL is released while scoring.
+
+        Returns:
+            ``n`` latencies in seconds (float64).
+        """
+        if not isinstance(features, np.ndarray):
+            features = features_of(features)
+        if features.ndim != 2 or features.shape[1] != len(FEATURE_NAMES):
+            raise CostModelError(
+                f"features must have shape (n, {len(FEATURE_NAMES)}) in FEATURE_NAMES order; got {features.shape}"
+            )
+        if features.dtype.kind not in "fiub":
+            raise CostModelError(f"features must be numeric, got dtype {features.dtype}")
+        _check_workload(batch, seq)
+        try:
+            return _costmodel.estimate_batch(features, self._hw, int(batch), int(seq), bool(mlm_head), int(threads))
+        except ValueError as e:
+            raise CostModelError(str(e)) from None
+
+
+def features_of(archs: Sequence[StudentArch]) -> np.ndarray:
+    """Stack the feature rows of ``archs`` into an ``n x F`` float64 array."""
+    if len(archs) == 0:
+        return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float64)
+    for a in archs:
+        if not isinstance(a, StudentArch):
+            raise CostModelError(f"expected StudentArch items, got {type(a).__name__}")
+    return np.stack([a.features() for a in archs])
+
+
+def estimate(profile: str | HardwareProfile, arch: StudentArch | str, batch: int = 1, seq: int = 128,
+             dtype: str | None = None, mlm_head: bool = False) -> LatencyEstimate:
+    """Convenience: estimate by profile name and arch (or reference name)."""
+    from autodistill.arch import reference_arch
+    from autodistill.hardware import load_profile
+
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    a = reference_arch(arch) if isinstance(arch, str) else arch
+    return CostModel(prof, dtype).estimate(a, batch, seq, mlm_head=mlm_head)
+
+
+__all__ = ["COST_MODEL_VERSION", "CostModel", "LatencyEstimate", "OpEstimate", "estimate", "features_of",
+           "AutodistillError"]

@@ -1,0 +1,364 @@
+"""Hardware profiles: what the cost model knows about a target accelerator.
+
+A profile is a TOML file (``profiles/<name>.toml``) with units in every key:
+
+```toml
+name = "tpu_v4i"
+kind = "tpu"                    # tpu | gpu | cpu
+[compute]
+peak_flops_per_s = { bf16 = 138e12, int8 = 138e12 }   # matrix unit, per dtype
+vector_flops_per_s = 4.3e12     # elementwise unit (VPU / CUDA cores / SIMD)
+matrix_tile_m = 8               # the matrix unit pads M, N, K up to these
+matrix_tile_n = 128
+matrix_tile_k = 128
+clock_hz = 1.05e9
+[memory]
+hbm_bytes = 8.59e9
+hbm_bytes_per_s = 614e9
+onchip_bytes = 134217728        # CMEM / L2 / LLC: working sets that fit are served from it
+onchip_bytes_per_s = 2.0e12
+[overhead]
+op_overhead_s = 2e-6            # per fused op (launch / pipeline fill)
+fixed_overhead_s = 1e-5         # per inference (dispatch, host sync)
+[calibration]                   # written by `autodistill calibrate`; absent = spec-only
+matmul_compute_efficiency = 1.0 # per op class: matmul, attention, vector, gather
+...
+```
+
+`load_profile` validates every field and range and names what is wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from autodistill.errors import ProfileError, choices_message
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("tpu", "gpu", "cpu")
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "int8")
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+#: Op classes that carry their own calibrated terms (order shared with C++).
+OP_CLASSES = ("matmul", "attention", "vector", "gather")
+CLASS_TERMS = ("compute_efficiency", "memory_efficiency", "overhead_s")
+
+PROFILE_PATH_ENV = "AUTODISTILL_PROFILE_PATH"
+
+
+@dataclass(frozen=True)
+class ClassTerms:
+    """Calibrated terms of one op class: time = max(flops/(peak*ce), bytes/(bw*me)) + overhead_s."""
+
+    compute_efficiency: float = 1.0
+    memory_efficiency: float = 1.0
+    overhead_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("compute_efficiency", "memory_efficiency"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 < v <= 10.0):
+                raise ProfileError(f"{name}={v!r} is out of range; valid: 0 < x <= 10")
+        if not (isinstance(self.overhead_s, (int, float)) and math.isfinite(self.overhead_s)
+                and 0.0 <= self.overhead_s < 1.0):
+            raise ProfileError(f"overhead_s={self.overhead_s!r} is out of range; valid: 0 <= x < 1")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-op-class efficiency terms; `fitted` is False for spec-only profiles."""
+
+    terms: Mapping[str, ClassTerms]
+    fitted: bool = False
+    fixed_overhead_s: float | None = None  # overrides the spec value when fitted
+    source: str = "spec"  # free text: where the terms came from (device, date, sample count)
+
+    def __post_init__(self) -> None:
+        missing = set(OP_CLASSES) - set(self.terms)
+        extra = set(self.terms) - set(OP_CLASSES)
+        if missing or extra:
+            raise ProfileError(f"calibration classes {sorted(self.terms)}; expected exactly {list(OP_CLASSES)}")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """A target device, with units in every name. See the module docstring for the TOML layout."""
+
+    name: str
+    kind: str
+    peak_flops_per_s: Mapping[str, float]
+    vector_flops_per_s: float
+    matrix_tile_m: int
+    matrix_tile_n: int
+    matrix_tile_k: int
+    hbm_bytes: float
+    hbm_bytes_per_s: float
+    onchip_bytes: float
+    onchip_bytes_per_s: float
+    op_overhead_s: float
+    fixed_overhead_s: float
+    clock_hz: float = 0.0
+    description: str = ""
+    calibration: Calibration | None = None
+    path: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ProfileError(f"profile {self.name!r}: " + choices_message("kind", self.kind, KINDS))
+        if not self.peak_flops_per_s:
+            raise ProfileError(f"profile {self.name!r}: peak_flops_per_s needs at least one dtype of {list(DTYPES)}")
+        for dt, v in self.peak_flops_per_s.items():
+            if dt not in DTYPES:
+                raise ProfileError(f"profile {self.name!r}: " + choices_message("dtype in peak_flops_per_s", dt, DTYPES))
+            _check_range(self.name, f"peak_flops_per_s.{dt}", v, 1e6, 1e18)
+        _check_range(self.name, "vector_flops_per_s", self.vector_flops_per_s, 1e6, 1e18)
+        for t in ("matrix_tile_m", "matrix_tile_n", "matrix_tile_k"):
+            v = getattr(self, t)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
+                raise ProfileError(f"profile {self.name!r}: {t}={v!r} must be an integer in 1..4096")
+        _check_range(self.name, "hbm_bytes", self.hbm_bytes, 1e6, 1e15)
+        _check_range(self.name, "hbm_bytes_per_s", self.hbm_bytes_per_s, 1e6, 1e15)
+        _check_range(self.name, "onchip_bytes", self.onchip_bytes, 0, 1e12)
+        _check_range(self.name, "onchip_bytes_per_s", self.onchip_bytes_per_s, 1e6, 1e16)
+        _check_range(self.name, "op_overhead_s", self.op_overhead_s, 0, 1.0)
+        _check_range(self.name, "fixed_overhead_s", self.fixed_overhead_s, 0, 10.0)
+        _check_range(self.name, "clock_hz", self.clock_hz, 0, 1e11)
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return tuple(self.peak_flops_per_s)
+
+    @property
+    def default_dtype(self) -> str:
+        """bf16 where the device has it, else the first listed dtype."""
+        return "bf16" if "bf16" in self.peak_flops_per_s else next(iter(self.peak_flops_per_s))
+
+    def class_terms(self, op_class: str) -> ClassTerms:
+        """Calibrated terms of ``op_class``; spec-only profiles get efficiency 1 and `op_overhead_s`."""
+        if op_class not in OP_CLASSES:
+            raise ProfileError(choices_message("op class", op_class, OP_CLASSES))
+        if self.calibration is None:
+            return ClassTerms(1.0, 1.0, self.op_overhead_s)
+        return self.calibration.terms[op_class]
+
+    def effective_fixed_overhead_s(self) -> float:
+        if self.calibration is not None and self.calibration.fixed_overhead_s is not None:
+            return self.calibration.fixed_overhead_s
+        return self.fixed_overhead_s
+
+    def resolve(self, dtype: str | None = None) -> dict[str, float]:
+        """Flat numbers the cost model uses for one dtype (shared by C++ and the Python reference)."""
+        dtype = dtype or self.default_dtype
+        if dtype not in self.peak_flops_per_s:
+            raise ProfileError(
+                f"profile {self.name!r} has no peak for dtype {dtype!r}; valid choices: {', '.join(self.dtypes)}"
+            )
+        out: dict[str, float] = {
+            "peak_flops_per_s": float(self.peak_flops_per_s[dtype]),
+            "vector_flops_per_s": float(self.vector_flops_per_s),
+            "hbm_bytes_per_s": float(self.hbm_bytes_per_s),
+            "onchip_bytes": float(self.onchip_bytes),
+            "onchip_bytes_per_s": float(self.onchip_bytes_per_s),
+            "tile_m": float(self.matrix_tile_m),
+            "tile_n": float(self.matrix_tile_n),
+            "tile_k": float(self.matrix_tile_k),
+            "dtype_bytes": float(DTYPE_BYTES[dtype]),
+            "fixed_overhead_s": float(self.effective_fixed_overhead_s()),
+        }
+        for c in OP_CLASSES:
+            t = self.class_terms(c)
+            out[f"{c}_compute_efficiency"] = float(t.compute_efficiency)
+            out[f"{c}_memory_efficiency"] = float(t.memory_efficiency)
+            out[f"{c}_overhead_s"] = float(t.overhead_s)
+        return out
+
+    def with_calibration(self, calibration: Calibration | None, name: str | None = None) -> "HardwareProfile":
+        return dataclasses.replace(self, calibration=calibration, name=name or self.name, path=None)
+
+    # ------------------------------------------------------------------ TOML
+    def to_toml(self) -> str:
+        """Serialize to the TOML layout `load_profile` reads (comments are not kept)."""
+        lines = [f'name = "{self.name}"', f'kind = "{self.kind}"', f"description = {_toml_str(self.description)}", "",
+                 "[compute]"]
+        peaks = ", ".join(f"{k} = {_num(v)}" for k, v in self.peak_flops_per_s.items())
+        lines += [f"peak_flops_per_s = {{ {peaks} }}", f"vector_flops_per_s = {_num(self.vector_flops_per_s)}",
+                  f"matrix_tile_m = {self.matrix_tile_m}", f"matrix_tile_n = {self.matrix_tile_n}",
+                  f"matrix_tile_k = {self.matrix_tile_k}", f"clock_hz = {_num(self.clock_hz)}", "", "[memory]",
+                  f"hbm_bytes = {_num(self.hbm_bytes)}", f"hbm_bytes_per_s = {_num(self.hbm_bytes_per_s)}",
+                  f"onchip_bytes = {_num(self.onchip_bytes)}", f"onchip_bytes_per_s = {_num(self.onchip_bytes_per_s)}",
+                  "", "[overhead]", f"op_overhead_s = {_num(self.op_overhead_s)}",
+                  f"fixed_overhead_s = {_num(self.fixed_overhead_s)}"]
+        if self.calibration is not None:
+            cal = self.calibration
+            lines += ["", "[calibration]", f"fitted = {'true' if cal.fitted else 'false'}",
+                      f"source = {_toml_str(cal.source)}"]
+            if cal.fixed_overhead_s is not None:
+                lines.append(f"fixed_overhead_s = {_num(cal.fixed_overhead_s)}")
+            for c in OP_CLASSES:
+                for t in CLASS_TERMS:
+                    lines.append(f"{c}_{t} = {_num(getattr(cal.terms[c], t))}")
+        return "\n".join(lines) + "\n"
+
+
+def _num(v: float) -> str:
+    return repr(float(v)) if not float(v).is_integer() or abs(v) >= 1e15 else str(int(v))
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _check_range(profile: str, name: str, v: Any, lo: float, hi: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise ProfileError(f"profile {profile!r}: {name}={v!r} is out of range; valid: {lo:g} <= x <= {hi:g}")
+
+
+# ---------------------------------------------------------------------- loading
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "": ("name", "kind", "description"),
+    "compute": ("peak_flops_per_s", "vector_flops_per_s", "matrix_tile_m", "matrix_tile_n", "matrix_tile_k",
+                "clock_hz"),
+    "memory": ("hbm_bytes", "hbm_bytes_per_s", "onchip_bytes", "onchip_bytes_per_s"),
+    "overhead": ("op_overhead_s", "fixed_overhead_s"),
+}
+_OPTIONAL = {"description", "clock_hz"}
+
+
+def profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HardwareProfile:
+    """Build a profile from parsed TOML, naming any missing, unknown or bad key."""
+    allowed_top = set(_SECTIONS[""]) | {s for s in _SECTIONS if s} | {"calibration"}
+    unknown = set(data) - allowed_top
+    if unknown:
+        raise ProfileError(f"{source}: unknown key(s) {sorted(unknown)}; valid: {sorted(allowed_top)}")
+    kw: dict[str, Any] = {}
+    for section, keys in _SECTIONS.items():
+        table = data if not section else data.get(section)
+        if table is None:
+            raise ProfileError(f"{source}: missing section [{section}] with keys {list(keys)}")
+        if section and not isinstance(table, Mapping):
+            raise ProfileError(f"{source}: [{section}] must be a table")
+        if section:
+            extra = set(table) - set(keys)
+            if extra:
+                raise ProfileError(f"{source}: unknown key(s) {sorted(extra)} in [{section}]; valid: {list(keys)}")
+        for k in keys:
+            if k not in table:
+                if k in _OPTIONAL:
+                    continue
+                raise ProfileError(f"{source}: missing key {k!r} in [{section or 'top level'}]")
+            kw[k] = table[k]
+    if not isinstance(kw.get("peak_flops_per_s"), Mapping):
+        raise ProfileError(f"{source}: peak_flops_per_s must be a table of dtype = FLOP/s, e.g. {{ bf16 = 1e14 }}")
+    kw["peak_flops_per_s"] = dict(kw["peak_flops_per_s"])
+    for k in ("vector_flops_per_s", "hbm_bytes", "hbm_bytes_per_s", "onchip_bytes", "onchip_bytes_per_s",
+              "op_overhead_s", "fixed_overhead_s", "clock_hz"):
+        if k in kw and isinstance(kw[k], int) and not isinstance(kw[k], bool):
+            kw[k] = float(kw[k])
+    kw["peak_flops_per_s"] = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                              for k, v in kw["peak_flops_per_s"].items()}
+    cal = data.get("calibration")
+    if cal is not None:
+        kw["calibration"] = _calibration_from_dict(cal, source)
+    kw["path"] = source
+    try:
+        return HardwareProfile(**kw)
+    except ProfileError as e:
+        raise ProfileError(f"{source}: {e}") from None
+
+
+def _calibration_from_dict(cal: Mapping[str, Any], source: str) -> Calibration:
+    valid = {"fitted", "source", "fixed_overhead_s"} | {f"{c}_{t}" for c in OP_CLASSES for t in CLASS_TERMS}
+    extra = set(cal) - valid
+    if extra:
+        raise ProfileError(f"{source}: unknown key(s) {sorted(extra)} in [calibration]; valid: {sorted(valid)}")
+    terms = {}
+    for c in OP_CLASSES:
+        defaults = ClassTerms()
+        vals = {t: cal.get(f"{c}_{t}", getattr(defaults, t)) for t in CLASS_TERMS}
+        vals = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in vals.items()}
+        try:
+            terms[c] = ClassTerms(**vals)
+        except ProfileError as e:
+            raise ProfileError(f"{source}: [calibration] {c}_{e}") from None
+    fo = cal.get("fixed_overhead_s")
+    if fo is not None:
+        _check_range(source, "calibration.fixed_overhead_s", fo, 0, 10.0)
+        fo = float(fo)
+    return Calibration(terms=terms, fitted=bool(cal.get("fitted", False)), fixed_overhead_s=fo,
+                       source=str(cal.get("source", "")))
+
+
+def profile_dirs() -> list[Path]:
+    """Folders searched for ``<name>.toml``, first match wins.
+
+    ``$AUTODISTILL_PROFILE_PATH`` (os.pathsep-separated), then the source
+    checkout's ``profiles/`` (so calibration writes where it is committed),
+    then the copy shipped in the wheel.
+    """
+    dirs = [Path(p) for p in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p]
+    checkout = Path(__file__).resolve().parents[2] / "profiles"
+    if checkout.is_dir():
+        dirs.append(checkout)
+    try:
+        shipped = Path(str(resources.files("autodistill") / "profiles"))
+        if shipped.is_dir():
+            dirs.append(shipped)
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover - unusual loaders
+        pass
+    return dirs
+
+
+def list_profiles() -> tuple[str, ...]:
+    """Names of every profile on the search path, sorted."""
+    names = {p.stem for d in profile_dirs() for p in d.glob("*.toml")}
+    return tuple(sorted(names))
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
+    """Load a profile by name (``"tpu_v4i"``) or by path to a TOML file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.is_file():
+        if not p.is_file():
+            raise ProfileError(f"profile file {str(p)!r} does not exist")
+        return _load_file(p)
+    for d in profile_dirs():
+        cand = d / f"{name_or_path}.toml"
+        if cand.is_file():
+            return _load_file(cand)
+    raise ProfileError(choices_message("profile", str(name_or_path), list_profiles()))
+
+
+def _load_file(path: Path) -> HardwareProfile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{path}: not valid TOML: {e}") from None
+    return profile_from_dict(data, source=str(path))
+
+
+def save_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Path:
+    """Write ``profile`` as TOML atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = profile.to_toml()
+    profile_from_dict(tomllib.loads(text), source=str(path))  # round-trip check before replacing anything
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("wrote profile %s to %s", profile.name, path)
+    return path
