@@ -3,8 +3,8 @@
 #include "costmodel/model.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
-#include <sstream>
 #include <thread>
 
 namespace costmodel {
@@ -24,10 +24,13 @@ bool is_int_in(double v, double lo, double hi) {
   return std::isfinite(v) && v == std::floor(v) && v >= lo && v <= hi;
 }
 
+// Shortest text that round-trips (1048576, 1e+30, nan, 2.5).
 std::string fmt(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, res.ptr);
 }
 
 // An op before costing: shapes turned into work and bytes for ONE instance.

@@ -1,0 +1,122 @@
+"""Subcommands of the profile and cost-model stages: ``profiles``, ``archs``, ``estimate``, ``demo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from autodistill.arch import StudentArch, reference_arch, reference_names
+from autodistill.errors import ArchError
+from autodistill.hardware import list_profiles, load_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profiles", help="list or show hardware profiles")
+    psub = p.add_subparsers(dest="profiles_command", metavar="{list,show}")
+    psub.required = True
+    pl = psub.add_parser("list", help="names of every profile on the search path")
+    pl.set_defaults(func=_profiles_list)
+    ps = psub.add_parser("show", help="one profile's fields, as TOML")
+    ps.add_argument("name", help="profile name or path to a .toml file")
+    ps.set_defaults(func=_profiles_show)
+
+    a = sub.add_parser("archs", help="list the built-in reference architectures with parameter counts")
+    a.set_defaults(func=_archs)
+
+    e = sub.add_parser("estimate", help="latency estimate of one student on one profile, per op")
+    e.add_argument("--profile", required=True, help="profile name (see `profiles list`) or .toml path")
+    e.add_argument("--arch", required=True, help="reference name (see `archs`) or a JSON file of StudentArch fields")
+    e.add_argument("--batch", type=int, default=1)
+    e.add_argument("--seq", type=int, default=128)
+    e.add_argument("--dtype", default=None, help="dtype with a peak in the profile (default: bf16 if present)")
+    e.add_argument("--mlm-head", action="store_true", help="include the MLM head")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.set_defaults(func=_estimate)
+
+    d = sub.add_parser("demo", help="estimate table of the reference models on every profile")
+    d.add_argument("--batch", type=int, default=1)
+    d.add_argument("--seq", type=int, default=128)
+    d.set_defaults(func=_demo)
+
+
+def resolve_arch(spec: str) -> StudentArch:
+    """A reference name, or a path to a JSON object of `StudentArch` fields."""
+    path = Path(spec)
+    if spec.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise ArchError(f"arch file {spec!r} does not exist")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ArchError(f"arch file {spec!r} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ArchError(f"arch file {spec!r} must hold a JSON object of StudentArch fields")
+        return StudentArch.from_dict(data)
+    return reference_arch(spec)
+
+
+def _profiles_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    for name in list_profiles():
+        p = load_profile(name)
+        cal = "calibrated" if p.calibration is not None and p.calibration.fitted else "spec-only"
+        print(f"{name:16s} {p.kind:4s} {cal:11s} {p.description}", file=out)
+    return 0
+
+
+def _profiles_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    p = load_profile(args.name)
+    print(f"# {p.path}", file=out)
+    print(p.to_toml(), end="", file=out)
+    return 0
+
+
+def _archs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    print(f"{'name':16s} {'family':10s} {'params':>12s}  shape", file=out)
+    for n in reference_names():
+        a = reference_arch(n)
+        print(f"{n:16s} {a.family:10s} {a.num_parameters(pooler=False):>12,d}  {a.short_name()}", file=out)
+    return 0
+
+
+def _estimate(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from autodistill.costmodel import CostModel
+
+    arch = resolve_arch(args.arch)
+    est = CostModel(load_profile(args.profile), args.dtype).estimate(arch, args.batch, args.seq,
+                                                                    mlm_head=args.mlm_head)
+    if args.json:
+        d = est.to_dict()
+        d["arch"] = arch.to_dict()
+        print(json.dumps(d, indent=2), file=out)
+        return 0
+    print(f"{arch.short_name()} on {est.profile} ({est.dtype}), batch={est.batch} seq={est.seq}: "
+          f"{est.latency_s * 1e3:.4f} ms, {est.flops / 1e9:.3f} GFLOP, {est.bytes_moved / 1e6:.2f} MB", file=out)
+    hdr = f"{'op':26s} {'class':9s} {'count':>5s} {'GFLOP':>9s} {'pad%':>6s} {'MB':>9s} {'bound':7s} {'ms':>9s} {'share':>6s}"
+    print(hdr, file=out)
+    print("-" * len(hdr), file=out)
+    for o in est.ops:
+        padw = 100.0 * (o.padded_flops / o.flops - 1.0) if o.flops else 0.0
+        print(f"{o.name:26s} {o.op_class:9s} {o.count:5.0f} {o.flops / 1e9:9.4f} {padw:6.1f} "
+              f"{o.bytes_moved / 1e6:9.3f} {o.bound:7s} {o.latency_s * 1e3:9.4f} "
+              f"{100 * o.latency_s / est.latency_s:5.1f}%", file=out)
+    print(f"{'fixed_overhead':26s} {'':9s} {'':5s} {'':9s} {'':6s} {'':9s} {'':7s} "
+          f"{est.fixed_overhead_s * 1e3:9.4f} {100 * est.fixed_overhead_s / est.latency_s:5.1f}%", file=out)
+    return 0
+
+
+def _demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from autodistill.costmodel import CostModel
+
+    names = reference_names()
+    profiles = list_profiles()
+    print(f"Estimated latency (ms) of one inference, batch={args.batch} seq={args.seq}, default dtype per profile",
+          file=out)
+    print(f"{'model':16s} {'params':>8s} " + " ".join(f"{p:>12s}" for p in profiles), file=out)
+    models = {p: CostModel(load_profile(p)) for p in profiles}
+    for n in names:
+        a = reference_arch(n)
+        cells = " ".join(f"{models[p].latency_s(a, args.batch, args.seq) * 1e3:12.4f}" for p in profiles)
+        print(f"{n:16s} {a.num_parameters(pooler=False) / 1e6:7.1f}M {cells}", file=out)
+    return 0

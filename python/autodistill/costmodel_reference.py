@@ -1,0 +1,197 @@
+"""The latency cost model in plain Python: the readable spec and the test oracle.
+
+`csrc/costmodel/model.cc` implements exactly this, fast. Keep the two in step:
+the tests check they agree to 1e-9 relative on random students and profiles.
+
+For one inference of ``batch x seq`` tokens the model walks the ops below. Each
+op has matrix FLOPs (2 per MAC), the same FLOPs with M, K, N padded up to the
+matrix-unit tile, the FLOPs of elementwise work fused into it (bias,
+activation, residual, norm: XLA fuses these epilogues into their producer),
+weight bytes and activation bytes. Its time is the roofline::
+
+    max(padded_flops / (peak * ce[class]),
+        vector_flops / (vector_peak * ce[vector]),
+        weight_bytes / (bw_w * me[class]) + act_bytes / (bw_a * me[class])) + overhead[class]
+
+``bw_w`` is the on-chip bandwidth when every non-embedding weight fits in half
+the on-chip memory (pinned, as on TPUv4i's CMEM), else HBM bandwidth; ``bw_a``
+is on-chip when the op's activations fit in the other half. Ops repeated in
+every layer are costed once and multiplied by the count. The total adds a
+fixed per-inference overhead.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+from autodistill.arch import ACTIVATIONS, StudentArch
+from autodistill.hardware import OP_CLASSES, HardwareProfile
+
+BIAS_FLOPS, RESIDUAL_FLOPS, SCALE_MASK_FLOPS, SOFTMAX_FLOPS = 1.0, 1.0, 2.0, 5.0
+LAYER_NORM_FLOPS, NO_NORM_FLOPS = 8.0, 2.0
+ACTIVATION_FLOPS = {"relu": 1.0, "gelu": 10.0, "gelu_new": 10.0, "tanh": 6.0, "silu": 5.0}
+assert set(ACTIVATION_FLOPS) == set(ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """Work of ONE instance of an op; ``count`` instances run per inference."""
+
+    name: str
+    op_class: str
+    count: float
+    flops: float = 0.0
+    padded_flops: float = 0.0
+    vector_flops: float = 0.0
+    weight_bytes: float = 0.0
+    act_bytes: float = 0.0
+
+
+def pad(x: int, tile: float) -> float:
+    """``x`` rounded up to a multiple of ``tile``."""
+    t = int(tile)
+    return float(-(-x // t) * t)
+
+
+def weight_bytes(a: StudentArch, mlm_head: bool, dtype_bytes: float) -> float:
+    """Bytes of every weight the matmuls read in one inference (embedding tables excluded)."""
+    h, t, f = float(a.hidden_size), float(a.true_hidden_size), float(a.intermediate_size)
+    v_in = t if (a.use_bottleneck and a.use_bottleneck_attention) else h
+    layer = 2 * (t * t + t) + (v_in * t + t) + (t * t + 3 * t)
+    layer += a.num_feedforward_networks * ((t * f + f) + (f * t + 3 * t))
+    if a.use_bottleneck:
+        layer += (h * t + 3 * t) + (t * h + 3 * h)
+        if a.key_query_shared_bottleneck and not a.use_bottleneck_attention:
+            layer += h * t + 3 * t
+    total = a.num_hidden_layers * layer
+    if _projects_embedding(a):
+        total += a.embedding_input_size * h + 3 * h
+    if mlm_head:
+        total += (h * h + 3 * h) + (h * a.vocab_size + a.vocab_size)
+    return total * dtype_bytes
+
+
+def _projects_embedding(a: StudentArch) -> bool:
+    return a.family == "mobilebert" and (a.trigram_input or a.embedding_size != a.hidden_size)
+
+
+def ops(a: StudentArch, hw: dict[str, float], batch: int, seq: int, mlm_head: bool = False) -> Iterator[OpShape]:
+    """The ops of one inference, in execution order (``hw`` is `HardwareProfile.resolve`)."""
+    db = hw["dtype_bytes"]
+    m = batch * seq
+    M, Mp = float(m), pad(m, hw["tile_m"])
+    ln = LAYER_NORM_FLOPS if a.normalization_type == "layer_norm" else NO_NORM_FLOPS
+    act = ACTIVATION_FLOPS[a.hidden_act]
+    L = float(a.num_hidden_layers)
+    h, t, f = a.hidden_size, a.true_hidden_size, a.intermediate_size
+
+    def dense(name: str, count: float, k: int, n: int, epi: float, residual: bool, norm: bool) -> OpShape:
+        K, N = float(k), float(n)
+        return OpShape(
+            name, "matmul", count,
+            flops=2.0 * M * K * N,
+            padded_flops=2.0 * Mp * pad(k, hw["tile_k"]) * pad(n, hw["tile_n"]),
+            vector_flops=M * N * epi,
+            weight_bytes=(K * N + N + (2.0 * N if norm else 0.0)) * db,
+            act_bytes=(M * K + M * N + (M * N if residual else 0.0)) * db,
+        )
+
+    # Embeddings: gather word rows, add position and token-type rows, project (MobileBERT), norm.
+    E, H = float(a.embedding_size), float(h)
+    project = _projects_embedding(a)
+    yield OpShape("embedding_gather", "gather", 1,
+                  vector_flops=0.0 if project else M * H * (2.0 + ln),
+                  act_bytes=(M * E + 2.0 * M * H + M * float(a.embedding_input_size)) * db)
+    if project:
+        yield dense("embedding_transformation", 1, a.embedding_input_size, h, BIAS_FLOPS + 2.0 + ln, True, True)
+
+    # Encoder layers.
+    if a.use_bottleneck:
+        yield dense("bottleneck_input", L, h, t, BIAS_FLOPS + ln, False, True)
+        if a.key_query_shared_bottleneck and not a.use_bottleneck_attention:
+            yield dense("bottleneck_attention", L, h, t, BIAS_FLOPS + ln, False, True)
+    yield dense("query", L, t, t, BIAS_FLOPS, False, False)
+    yield dense("key", L, t, t, BIAS_FLOPS, False, False)
+    yield dense("value", L, t if (a.use_bottleneck and a.use_bottleneck_attention) else h, t, BIAS_FLOPS, False, False)
+    d = t // a.num_attention_heads
+    B, S, D = float(batch) * float(a.num_attention_heads), float(seq), float(d)
+    Sm, Sn, Sk = pad(seq, hw["tile_m"]), pad(seq, hw["tile_n"]), pad(seq, hw["tile_k"])
+    yield OpShape("attention_scores", "attention", L,
+                  flops=2.0 * B * S * D * S, padded_flops=2.0 * B * Sm * pad(d, hw["tile_k"]) * Sn,
+                  vector_flops=B * S * S * SCALE_MASK_FLOPS, act_bytes=(2.0 * B * S * D + B * S * S) * db)
+    yield OpShape("softmax", "vector", L, vector_flops=B * S * S * SOFTMAX_FLOPS, act_bytes=2.0 * B * S * S * db)
+    yield OpShape("attention_context", "attention", L,
+                  flops=2.0 * B * S * S * D, padded_flops=2.0 * B * Sm * Sk * pad(d, hw["tile_n"]),
+                  act_bytes=(B * S * S + 2.0 * B * S * D) * db)
+    yield dense("attention_output", L, t, t, BIAS_FLOPS + RESIDUAL_FLOPS + ln, True, True)
+    if a.num_feedforward_networks > 1:
+        extra = L * float(a.num_feedforward_networks - 1)
+        yield dense("ffn_stacked_intermediate", extra, t, f, BIAS_FLOPS + act, False, False)
+        yield dense("ffn_stacked_output", extra, f, t, BIAS_FLOPS + RESIDUAL_FLOPS + ln, True, True)
+    yield dense("intermediate", L, t, f, BIAS_FLOPS + act, False, False)
+    yield dense("output", L, f, t, BIAS_FLOPS + RESIDUAL_FLOPS + ln, True, True)
+    if a.use_bottleneck:
+        yield dense("output_bottleneck", L, t, h, BIAS_FLOPS + RESIDUAL_FLOPS + ln, True, True)
+
+    if mlm_head:
+        yield dense("mlm_transform", 1, h, h, BIAS_FLOPS + act + LAYER_NORM_FLOPS, False, True)
+        yield dense("mlm_decoder", 1, h, a.vocab_size, BIAS_FLOPS, False, False)
+
+
+@dataclass(frozen=True)
+class RefOp:
+    """A costed op: totals over ``count`` instances (same fields as `autodistill.costmodel.OpEstimate`)."""
+
+    name: str
+    op_class: str
+    count: float
+    flops: float
+    padded_flops: float
+    vector_flops: float
+    weight_bytes: float
+    act_bytes: float
+    weights_onchip: bool
+    acts_onchip: bool
+    compute_s: float
+    vector_s: float
+    memory_s: float
+    overhead_s: float
+    latency_s: float
+
+
+def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int = 128, *,
+             dtype: str | None = None, mlm_head: bool = False) -> tuple[float, list[RefOp]]:
+    """Return ``(latency_s, ops)``: the total and the per-op breakdown (ops sum to total minus fixed overhead)."""
+    hw = profile.resolve(dtype)
+    onchip_bw = max(hw["onchip_bytes_per_s"], hw["hbm_bytes_per_s"])
+    weights_onchip = weight_bytes(a, mlm_head, hw["dtype_bytes"]) <= 0.5 * hw["onchip_bytes"]
+    act_capacity = 0.5 * hw["onchip_bytes"]
+    total = hw["fixed_overhead_s"]
+    out = []
+    for op in ops(a, hw, batch, seq, mlm_head):
+        ce = hw[f"{op.op_class}_compute_efficiency"]
+        me = hw[f"{op.op_class}_memory_efficiency"]
+        acts_onchip = op.act_bytes <= act_capacity
+        bw_w = onchip_bw if weights_onchip else hw["hbm_bytes_per_s"]
+        bw_a = onchip_bw if acts_onchip else hw["hbm_bytes_per_s"]
+        compute_s = op.padded_flops / (hw["peak_flops_per_s"] * ce)
+        vector_s = op.vector_flops / (hw["vector_flops_per_s"] * hw["vector_compute_efficiency"])
+        memory_s = op.weight_bytes / (bw_w * me) + op.act_bytes / (bw_a * me)
+        overhead_s = hw[f"{op.op_class}_overhead_s"]
+        latency_s = max(compute_s, vector_s, memory_s) + overhead_s
+        c = op.count
+        out.append(RefOp(op.name, op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c,
+                         op.weight_bytes * c, op.act_bytes * c, weights_onchip, acts_onchip, compute_s * c,
+                         vector_s * c, memory_s * c, overhead_s * c, latency_s * c))
+        total += latency_s * c
+    assert math.isfinite(total)
+    return total, out
+
+
+def latency_s(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int = 128, *,
+              dtype: str | None = None, mlm_head: bool = False) -> float:
+    return estimate(a, profile, batch, seq, dtype=dtype, mlm_head=mlm_head)[0]
+
+
+__all__ = ["OP_CLASSES", "OpShape", "RefOp", "estimate", "latency_s", "ops", "pad", "weight_bytes"]
