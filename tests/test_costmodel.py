@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -239,3 +240,30 @@ def test_import_does_not_load_torch_or_jax() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_batch_call_releases_the_gil() -> None:
+    """A Python thread keeps running while a large batch is scored (it could not if the GIL were held)."""
+    import threading
+
+    cm = CostModel(load_profile("tpu_v4i"))
+    rows = np.tile(reference_arch("mobilebert").features(), (1_000_000, 1))
+    ticks = []
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        time.sleep(0.01)
+        t0 = time.perf_counter()
+        cm.estimate_batch(rows, threads=1)
+        t1 = time.perf_counter()
+    finally:
+        stop.set()
+        t.join()
+    during = [x for x in ticks if t0 < x < t1]
+    assert len(during) > 1000, f"only {len(during)} ticks of the other thread during {t1 - t0:.3f}s"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
 from pathlib import Path
-from typing import TextIO
+
 
 from autodistill.arch import StudentArch, reference_arch, reference_names
 from autodistill.errors import ArchError
@@ -57,30 +57,30 @@ def resolve_arch(spec: str) -> StudentArch:
     return reference_arch(spec)
 
 
-def _profiles_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _profiles_list(args: argparse.Namespace) -> int:
     for name in list_profiles():
         p = load_profile(name)
         cal = "calibrated" if p.calibration is not None and p.calibration.fitted else "spec-only"
-        print(f"{name:16s} {p.kind:4s} {cal:11s} {p.description}", file=out)
+        print(f"{name:16s} {p.kind:4s} {cal:11s} {p.description}")
     return 0
 
 
-def _profiles_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _profiles_show(args: argparse.Namespace) -> int:
     p = load_profile(args.name)
-    print(f"# {p.path}", file=out)
-    print(p.to_toml(), end="", file=out)
+    print(f"# {p.path}")
+    print(p.to_toml(), end="")
     return 0
 
 
-def _archs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    print(f"{'name':16s} {'family':10s} {'params':>12s}  shape", file=out)
+def _archs(args: argparse.Namespace) -> int:
+    print(f"{'name':16s} {'family':10s} {'params':>12s}  shape")
     for n in reference_names():
         a = reference_arch(n)
-        print(f"{n:16s} {a.family:10s} {a.num_parameters(pooler=False):>12,d}  {a.short_name()}", file=out)
+        print(f"{n:16s} {a.family:10s} {a.num_parameters(pooler=False):>12,d}  {a.short_name()}")
     return 0
 
 
-def _estimate(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _estimate(args: argparse.Namespace) -> int:
     from autodistill.costmodel import CostModel
 
     arch = resolve_arch(args.arch)
@@ -89,34 +89,33 @@ def _estimate(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if args.json:
         d = est.to_dict()
         d["arch"] = arch.to_dict()
-        print(json.dumps(d, indent=2), file=out)
+        print(json.dumps(d, indent=2))
         return 0
     print(f"{arch.short_name()} on {est.profile} ({est.dtype}), batch={est.batch} seq={est.seq}: "
-          f"{est.latency_s * 1e3:.4f} ms, {est.flops / 1e9:.3f} GFLOP, {est.bytes_moved / 1e6:.2f} MB", file=out)
+          f"{est.latency_s * 1e3:.4f} ms, {est.flops / 1e9:.3f} GFLOP, {est.bytes_moved / 1e6:.2f} MB")
     hdr = f"{'op':26s} {'class':9s} {'count':>5s} {'GFLOP':>9s} {'pad%':>6s} {'MB':>9s} {'bound':7s} {'ms':>9s} {'share':>6s}"
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
+    print(hdr)
+    print("-" * len(hdr))
     for o in est.ops:
         padw = 100.0 * (o.padded_flops / o.flops - 1.0) if o.flops else 0.0
         print(f"{o.name:26s} {o.op_class:9s} {o.count:5.0f} {o.flops / 1e9:9.4f} {padw:6.1f} "
               f"{o.bytes_moved / 1e6:9.3f} {o.bound:7s} {o.latency_s * 1e3:9.4f} "
-              f"{100 * o.latency_s / est.latency_s:5.1f}%", file=out)
+              f"{100 * o.latency_s / est.latency_s:5.1f}%")
     print(f"{'fixed_overhead':26s} {'':9s} {'':5s} {'':9s} {'':6s} {'':9s} {'':7s} "
-          f"{est.fixed_overhead_s * 1e3:9.4f} {100 * est.fixed_overhead_s / est.latency_s:5.1f}%", file=out)
+          f"{est.fixed_overhead_s * 1e3:9.4f} {100 * est.fixed_overhead_s / est.latency_s:5.1f}%")
     return 0
 
 
-def _demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from autodistill.costmodel import CostModel
 
     names = reference_names()
     profiles = list_profiles()
-    print(f"Estimated latency (ms) of one inference, batch={args.batch} seq={args.seq}, default dtype per profile",
-          file=out)
-    print(f"{'model':16s} {'params':>8s} " + " ".join(f"{p:>12s}" for p in profiles), file=out)
+    print(f"Estimated latency (ms) of one inference, batch={args.batch} seq={args.seq}, default dtype per profile")
+    print(f"{'model':16s} {'params':>8s} " + " ".join(f"{p:>12s}" for p in profiles))
     models = {p: CostModel(load_profile(p)) for p in profiles}
     for n in names:
         a = reference_arch(n)
         cells = " ".join(f"{models[p].latency_s(a, args.batch, args.seq) * 1e3:12.4f}" for p in profiles)
-        print(f"{n:16s} {a.num_parameters(pooler=False) / 1e6:7.1f}M {cells}", file=out)
+        print(f"{n:16s} {a.num_parameters(pooler=False) / 1e6:7.1f}M {cells}")
     return 0
