@@ -267,3 +267,24 @@ def test_batch_call_releases_the_gil() -> None:
         t.join()
     during = [x for x in ticks if t0 < x < t1]
     assert len(during) > 1000, f"only {len(during)} ticks of the other thread during {t1 - t0:.3f}s"
+
+
+def test_serving_mix_mean_and_quantiles() -> None:
+    from autodistill.costmodel import ServingMix, mix_latency
+
+    cm = CostModel(load_profile("a100"))
+    archs = [reference_arch("bert-base"), reference_arch("tinybert-4")]
+    mix = ServingMix(((1, 128, 0.7), (8, 128, 0.29), (32, 512, 0.01)))
+    got = mix_latency(cm, archs, mix)
+    per_shape = np.array([[cm.latency_s(a, b, s) for b, s, _ in mix.shapes] for a in archs])
+    np.testing.assert_allclose(got["mean_s"], per_shape @ np.array([0.7, 0.29, 0.01]), rtol=1e-12)
+    np.testing.assert_allclose(got["p50_s"], per_shape[:, 0])   # 70% of requests are the smallest shape
+    np.testing.assert_allclose(got["p99_s"], per_shape[:, 1])   # 99% reached with the second shape
+    single = mix_latency(cm, archs, ServingMix.single(4, 64))
+    np.testing.assert_allclose(single["p99_s"], [cm.latency_s(a, 4, 64) for a in archs])
+    with pytest.raises(CostModelError, match="weight -1 .* must be finite and > 0"):
+        ServingMix(((1, 128, -1),))
+    with pytest.raises(CostModelError, match=r"unknown serving-mix key\(s\) \['sequence'\]"):
+        ServingMix.from_list([{"batch": 1, "sequence": 128}])
+    with pytest.raises(CostModelError, match="batch=0"):
+        ServingMix(((0, 128, 1.0),))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -168,6 +168,67 @@ class CostModel:
             raise CostModelError(str(e)) from None
 
 
+@dataclass(frozen=True)
+class ServingMix:
+    """A distribution of request shapes: ``(batch, seq, weight)`` triples; weights are request shares.
+
+    Latency over the mix is summarized as the weighted mean and weighted quantiles (p50, p99) of the
+    per-request latency, so a student is judged on the traffic it will serve, not on one shape.
+    """
+
+    shapes: tuple[tuple[int, int, float], ...]
+
+    def __post_init__(self) -> None:
+        if not self.shapes:
+            raise CostModelError("a serving mix needs at least one (batch, seq, weight) shape")
+        for sh in self.shapes:
+            if len(sh) != 3:
+                raise CostModelError(f"serving-mix entry {sh!r} must be (batch, seq, weight)")
+            b, s, w = sh
+            _check_workload(b, s)
+            if not (isinstance(w, (int, float)) and np.isfinite(w) and w > 0):
+                raise CostModelError(f"serving-mix weight {w!r} for batch={b} seq={s} must be finite and > 0")
+
+    @classmethod
+    def single(cls, batch: int = 1, seq: int = 128) -> "ServingMix":
+        return cls(((batch, seq, 1.0),))
+
+    @classmethod
+    def from_list(cls, items: Sequence[Mapping[str, float]]) -> "ServingMix":
+        """From ``[{"batch": 1, "seq": 128, "weight": 0.7}, ...]`` (as written in a TOML config)."""
+        out = []
+        for it in items:
+            unknown = set(it) - {"batch", "seq", "weight"}
+            if unknown:
+                raise CostModelError(f"unknown serving-mix key(s) {sorted(unknown)}; valid: batch, seq, weight")
+            out.append((it.get("batch", 1), it.get("seq", 128), it.get("weight", 1.0)))
+        return cls(tuple(out))
+
+
+def _weighted_quantile(lat: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
+    """Per row of ``lat`` (n x k), the smallest latency whose cumulative request share reaches ``q``."""
+    order = np.argsort(lat, axis=1, kind="stable")
+    ls = np.take_along_axis(lat, order, axis=1)
+    cw = np.cumsum(w[order], axis=1) / w.sum()
+    idx = np.argmax(cw >= q - 1e-12, axis=1)
+    return ls[np.arange(lat.shape[0]), idx]
+
+
+def mix_latency(cm: "CostModel", features: np.ndarray | Sequence[StudentArch], mix: ServingMix, *,
+                mlm_head: bool = False) -> dict[str, np.ndarray]:
+    """Latency of ``n`` students over a serving mix.
+
+    Returns:
+        ``{"mean_s", "p50_s", "p99_s"}``, each an ``n`` float64 array (per request, weighted by share).
+    """
+    if not isinstance(features, np.ndarray):
+        features = features_of(features)
+    lat = np.stack([cm.estimate_batch(features, b, s, mlm_head=mlm_head) for b, s, _ in mix.shapes], axis=1)
+    w = np.array([sh[2] for sh in mix.shapes], dtype=np.float64)
+    return {"mean_s": lat @ (w / w.sum()), "p50_s": _weighted_quantile(lat, w, 0.5),
+            "p99_s": _weighted_quantile(lat, w, 0.99)}
+
+
 def features_of(archs: Sequence[StudentArch]) -> np.ndarray:
     """Stack the feature rows of ``archs`` into an ``n x F`` float64 array."""
     if len(archs) == 0:
@@ -189,5 +250,5 @@ def estimate(profile: str | HardwareProfile, arch: StudentArch | str, batch: int
     return CostModel(prof, dtype).estimate(a, batch, seq, mlm_head=mlm_head)
 
 
-__all__ = ["COST_MODEL_VERSION", "CostModel", "LatencyEstimate", "OpEstimate", "estimate", "features_of",
-           "AutodistillError"]
+__all__ = ["COST_MODEL_VERSION", "CostModel", "LatencyEstimate", "OpEstimate", "ServingMix", "estimate",
+           "features_of", "mix_latency", "AutodistillError"]
