@@ -1,0 +1,223 @@
+"""The run report: one self-contained HTML file (plots embedded) and a Markdown summary.
+
+`ReportData` is everything the report shows; `write_report` renders it. The
+pipeline fills it from the trial store, the distilled students and the
+on-device measurements; nothing here reads those sources itself.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudentRow:
+    """One student (or reference model) in the report. Latencies per request, in seconds."""
+
+    name: str
+    config: str                     # short shape, e.g. StudentArch.short_name()
+    params: int
+    est_latency_s: float            # cost model, search profile
+    flash_accuracy: float | None = None    # held-out MLM accuracy after flash distillation
+    mlm_accuracy: float | None = None      # after full distillation
+    glue: Mapping[str, float] = field(default_factory=dict)
+    local_est_latency_s: float | None = None    # cost model, confirmation device profile
+    measured_latency_s: float | None = None     # measured on the confirmation device
+    pareto: bool = False
+    reference: bool = False
+
+    @property
+    def error(self) -> float | None:
+        """Relative error of the confirmation-device estimate against the measurement."""
+        if self.measured_latency_s is None or self.local_est_latency_s is None:
+            return None
+        return self.local_est_latency_s / self.measured_latency_s - 1.0
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    accuracy: float
+    est_latency_s: float
+    feasible: bool = True
+
+
+@dataclass(frozen=True)
+class ReportData:
+    title: str
+    search_profile: str
+    device: str
+    students: tuple[StudentRow, ...]
+    trials: tuple[TrialPoint, ...] = ()
+    hypervolume: tuple[float, ...] = ()        # after each completed trial
+    calibration: Mapping[str, float] = field(default_factory=dict)   # mape, within_10pct, spearman, ...
+    notes: tuple[str, ...] = ()
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "" if v is None or not math.isfinite(v) else f"{v * 1e3:.3f}"
+
+
+def _fmt_acc(v: float | None) -> str:
+    return "" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+def _table_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    glue_keys = sorted({k for s in data.students for k in s.glue})
+    head = ["name", "config", "params (M)", "flash MLM acc", "MLM acc", *glue_keys,
+            f"est ms ({data.search_profile})", "est ms (device)", "measured ms", "error", "Pareto"]
+    rows = []
+    for s in data.students:
+        err = s.error
+        rows.append([s.name + (" (ref)" if s.reference else ""), s.config, f"{s.params / 1e6:.2f}",
+                     _fmt_acc(s.flash_accuracy), _fmt_acc(s.mlm_accuracy),
+                     *[_fmt_acc(s.glue.get(k)) for k in glue_keys], _fmt_ms(s.est_latency_s),
+                     _fmt_ms(s.local_est_latency_s), _fmt_ms(s.measured_latency_s),
+                     "" if err is None else f"{100 * err:+.1f}%", "yes" if s.pareto else ""])
+    return head, rows
+
+
+def markdown(data: ReportData) -> str:
+    head, rows = _table_rows(data)
+    lines = [f"# {data.title}", "", f"Search objective profile: `{data.search_profile}`; confirmation device: "
+             f"{data.device}.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if data.calibration:
+        lines += ["", "## Calibration quality (confirmation device)", ""]
+        lines += [f"- {k}: {v:.4g}" for k, v in data.calibration.items()]
+    if data.hypervolume:
+        lines += ["", f"Hypervolume after {len(data.hypervolume)} trials: {data.hypervolume[-1]:.5g}"]
+    if data.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in data.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(data: ReportData) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if data.trials:
+        ax.scatter([t.est_latency_s * 1e3 for t in data.trials], [t.accuracy for t in data.trials], s=12,
+                   c=["0.6" if t.feasible else "0.85" for t in data.trials], label="trials (flash)")
+    stu = [s for s in data.students if not s.reference]
+    acc = [s.mlm_accuracy if s.mlm_accuracy is not None else s.flash_accuracy for s in stu]
+    ax.scatter([s.est_latency_s * 1e3 for s in stu], acc, s=40, c="tab:blue", label="students (estimated)")
+    meas = [(s.measured_latency_s, a) for s, a in zip(stu, acc) if s.measured_latency_s is not None]
+    for s in data.students:
+        if s.reference:
+            a = s.mlm_accuracy if s.mlm_accuracy is not None else s.flash_accuracy
+            if a is None:
+                ax.axvline(s.est_latency_s * 1e3, color="tab:red", lw=0.8, ls=":")
+                ax.annotate(s.name, (s.est_latency_s * 1e3, ax.get_ylim()[0]), rotation=90, fontsize=7,
+                            color="tab:red", va="bottom")
+            else:
+                ax.scatter([s.est_latency_s * 1e3], [a], marker="*", s=120, c="tab:red")
+                ax.annotate(s.name, (s.est_latency_s * 1e3, a), fontsize=8, color="tab:red")
+    ax.set_xlabel(f"estimated latency on {data.search_profile} (ms)")
+    ax.set_ylabel("held-out MLM accuracy")
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy vs estimated latency")
+    out.append(("Pareto: accuracy vs estimated latency", _png(fig)))
+    plt.close(fig)
+
+    if meas or any(s.measured_latency_s is not None for s in data.students):
+        fig, ax = plt.subplots(figsize=(5, 5))
+        pts = [(s.local_est_latency_s * 1e3, s.measured_latency_s * 1e3, s.name) for s in data.students
+               if s.measured_latency_s is not None and s.local_est_latency_s is not None]
+        if pts:
+            ax.scatter([p[1] for p in pts], [p[0] for p in pts])
+            for est_ms, meas_ms, name in pts:
+                ax.annotate(name, (meas_ms, est_ms), fontsize=7)
+            lo, hi = min(min(p[:2]) for p in pts) * 0.8, max(max(p[:2]) for p in pts) * 1.2
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.9", label="±10%")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("measured latency (ms)")
+        ax.set_ylabel("estimated latency (ms)")
+        ax.set_title(f"Predicted vs measured on {data.device}")
+        out.append(("Predicted vs measured latency", _png(fig)))
+        plt.close(fig)
+
+    if data.hypervolume:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(1, len(data.hypervolume) + 1), data.hypervolume)
+        ax.set_xlabel("completed trials")
+        ax.set_ylabel("hypervolume")
+        ax.set_title("Hypervolume over trials")
+        out.append(("Hypervolume over trials", _png(fig)))
+        plt.close(fig)
+    return out
+
+
+def render_html(data: ReportData) -> str:
+    head, rows = _table_rows(data)
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(data.title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+             "th{background:#eee}img{max-width:100%}</style></head><body>",
+             f"<h1>{esc(data.title)}</h1>",
+             f"<p>Search objective profile: <code>{esc(data.search_profile)}</code>; confirmation device: "
+             f"{esc(data.device)}.</p>", "<h2>Students</h2><table><tr>"]
+    parts += [f"<th>{esc(h)}</th>" for h in head] + ["</tr>"]
+    for r in rows:
+        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+    parts.append("</table>")
+    for title, b64 in _plots(data):
+        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
+    if data.calibration:
+        parts.append("<h2>Calibration quality</h2><ul>")
+        parts += [f"<li>{esc(k)}: {v:.4g}</li>" for k, v in data.calibration.items()]
+        parts.append("</ul>")
+    if data.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in data.notes) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(data: ReportData, folder: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` into ``folder`` (atomically); return their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = folder / "report.html", folder / "report.md"
+    _atomic_write(html_path, render_html(data))
+    _atomic_write(md_path, markdown(data))
+    logger.info("wrote %s and %s", html_path, md_path)
+    return html_path, md_path
+
+
+__all__ = ["ReportData", "StudentRow", "TrialPoint", "markdown", "render_html", "write_report"]
