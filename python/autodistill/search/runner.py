@@ -1,0 +1,248 @@
+"""`run_search`: the resumable loop of searcher + evaluator + trial store.
+
+Each step asks the searcher for a batch (``batch_size`` proposals, recorded ``pending`` in one
+transaction), evaluates it (``workers`` threads; each trial goes ``running`` then ``completed`` or
+``failed`` in its own transaction) and tells the searcher every result. The loop stops when
+``budget`` trials have finished (completed + failed).
+
+Resume: the same call on the same store first replays the store into a fresh searcher (every
+trial, in id order), then evaluates the trials a killed run left ``pending`` or ``running`` (same
+trial ids), then goes on. The store's ``meta`` pins the space, profile, workload, mode and seed;
+resuming with different ones is refused (the budget may change). A lock file next to the
+database (``flock``, released by the kernel when the process dies) keeps two runs from writing
+the same store at once.
+
+Failures: `TrialFailed`, any other exception from the evaluator, and non-finite accuracies are
+recorded as ``failed`` with the error text, and the search goes on; ``max_consecutive_failures``
+in a row stop it with `SearchError` (the evaluator is likely broken).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from autodistill.errors import SearchError, TrialFailed
+from autodistill.search.evaluators import Evaluator
+from autodistill.search.store import TrialStore, resolve_store_path
+from autodistill.search.types import Trial, TrialResult
+from autodistill.space import CandidatePool, SearchSpace, build_pool
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunSummary", "make_searcher", "run_search"]
+
+SEARCHERS = ("engine", "random", "nsga2")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a `run_search` call did and where the search stands."""
+
+    store: str
+    budget: int
+    n_completed: int
+    n_failed: int
+    n_evaluated_now: int
+    resumed: bool
+    pareto: tuple[Trial, ...]
+    hypervolume: float
+    reference_point: tuple[float, float] | None
+    wall_s: float
+    suggest_s_total: float
+
+
+def make_searcher(kind: str, pool: CandidatePool, engine_config: Any = None, seed: int = 0,
+                  population: int = 10) -> Any:
+    """A searcher by name: ``engine`` (`SearchEngine`; imports torch), ``random`` or ``nsga2``."""
+    if kind == "engine":
+        from autodistill.search.engine import EngineConfig, SearchEngine
+        return SearchEngine(pool, engine_config or EngineConfig(seed=seed))
+    if kind == "random":
+        from autodistill.search.baselines import RandomSearch
+        return RandomSearch(pool, seed)
+    if kind == "nsga2":
+        from autodistill.search.baselines import NSGA2
+        return NSGA2(pool, seed, population=population)
+    from autodistill.errors import choices_message
+    raise SearchError(choices_message("searcher", kind, SEARCHERS))
+
+
+@contextlib.contextmanager
+def _store_lock(db_path: Path) -> Iterator[None]:
+    import fcntl
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = db_path.with_name(db_path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SearchError(f"another search is writing {db_path} (lock {lock}); wait for it or use another --store") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _pinned_meta(space: SearchSpace, pool: CandidatePool, searcher: Any) -> dict[str, Any]:
+    cfg = getattr(searcher, "config", None)
+    return {
+        "space": space.to_dict(),
+        "profile": pool.profile,
+        "workload": {"batch": pool.batch, "seq": pool.seq, "dtype": pool.dtype},
+        "searcher": getattr(searcher, "name", type(searcher).__name__),
+        "seed": getattr(searcher, "seed", None),
+        "engine_config": cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else None,
+    }
+
+
+def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | TrialStore, budget: int,
+               profile: str | None = None, searcher: Any = None, pool: CandidatePool | None = None,
+               batch_size: int = 1, workers: int = 1, max_candidates: int = 1_000_000,
+               max_consecutive_failures: int = 20, progress: bool = False,
+               on_trial: Callable[[Trial], None] | None = None) -> RunSummary:
+    """Run (or resume) a search until ``budget`` trials have finished.
+
+    Args:
+        space: the search space; ``profile`` (default ``space.objective.profile``) sets the latency objective.
+        evaluator: scores architectures (`autodistill.search.evaluators.Evaluator`).
+        store: run folder, ``.sqlite`` path or an open `TrialStore`.
+        budget: total finished trials wanted (completed + failed), counting earlier runs.
+        searcher: an ask/tell searcher over ``pool`` (default: `SearchEngine` with default settings).
+        pool: the candidate pool (default: `build_pool(space, profile)`).
+        batch_size: proposals per step (q); ``workers`` evaluate them concurrently.
+        progress: show a tqdm progress bar.
+        on_trial: called with each finished `Trial`.
+    """
+    from autodistill.costmodel import COST_MODEL_VERSION
+
+    for name, v, lo in (("budget", budget, 1), ("batch_size", batch_size, 1), ("workers", workers, 1),
+                        ("max_consecutive_failures", max_consecutive_failures, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise SearchError(f"{name}={v!r} must be an integer >= {lo}")
+    t_run = time.perf_counter()
+    pool = pool or build_pool(space, profile, max_candidates=max_candidates)
+    if searcher is None:
+        searcher = make_searcher("engine", pool)
+    own_store = not isinstance(store, TrialStore)
+    db_path = resolve_store_path(store) if own_store else store.db_path
+    with _store_lock(db_path):
+        st = TrialStore(store) if own_store else store
+        try:
+            return _run(st, space, pool, searcher, evaluator, budget, batch_size, workers, max_consecutive_failures,
+                        progress, on_trial, COST_MODEL_VERSION, t_run)
+        finally:
+            if own_store:
+                st.close()
+
+
+def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any, evaluator: Evaluator, budget: int,
+         batch_size: int, workers: int, max_fail: int, progress: bool, on_trial: Callable[[Trial], None] | None,
+         cm_version: str, t_run: float) -> RunSummary:
+    pinned = _pinned_meta(space, pool, searcher)
+    old = st.meta()
+    resumed = "pinned" in old
+    if resumed:
+        diff = sorted(k for k in pinned if old["pinned"].get(k) != _roundtrip(pinned[k]))
+        if diff:
+            raise SearchError(f"store {st.db_path} was created with different {', '.join(diff)}: "
+                              f"stored {({k: old['pinned'].get(k) for k in diff})}; resume with the same arguments "
+                              f"or use a new --store")
+        if old.get("cost_model_version") != cm_version:
+            logger.warning("store %s was started with cost model %s; this is %s (each trial records its own)",
+                           st.db_path, old.get("cost_model_version"), cm_version)
+    else:
+        st.set_meta({"pinned": pinned, "cost_model_version": cm_version, "created_at": time.time(),
+                     "pool": {"size": len(pool), "stats": dict(pool.stats), "sampled": pool.sampled}})
+    cfg = getattr(searcher, "config", None)
+    if cfg is not None and getattr(cfg, "ref_accuracy", None) is not None and getattr(cfg, "ref_latency_s", None):
+        st.set_meta({"reference_point": {"accuracy": cfg.ref_accuracy, "latency_s": cfg.ref_latency_s}})
+    st.set_meta({"budget": budget})
+
+    existing = st.trials()
+    for t in existing:
+        searcher.observe(t)
+    leftover = [t for t in existing if not t.finished]
+    if leftover:
+        logger.info("resuming: %d trial(s) left pending/running by an earlier run", len(leftover))
+    finished = sum(1 for t in existing if t.finished)
+    n_now, suggest_total, consecutive = 0, 0.0, 0
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=budget, initial=min(finished, budget), desc=f"search {space.name}", unit="trial")
+    try:
+        while finished < budget:
+            if leftover:
+                batch_ids = [t.trial_id for t in leftover[:batch_size]]
+                archs = {t.trial_id: t.arch for t in leftover[:batch_size]}
+                leftover = leftover[batch_size:]
+            else:
+                k = min(batch_size, budget - finished)
+                t0 = time.perf_counter()
+                sugg = searcher.suggest_detailed(k)
+                dt = time.perf_counter() - t0
+                suggest_total += dt
+                batch_ids = st.add_proposals(sugg, suggest_s=dt, cost_model_version=cm_version)
+                archs = dict(zip(batch_ids, (s.arch for s in sugg)))
+
+            def one(tid: int) -> Trial:
+                st.mark_running(tid)
+                t0 = time.perf_counter()
+                try:
+                    res = evaluator.evaluate(archs[tid], tid)
+                    if not isinstance(res, TrialResult):
+                        raise SearchError(f"evaluator returned {type(res).__name__}, expected TrialResult")
+                    st.complete(tid, res, eval_s=time.perf_counter() - t0)
+                except TrialFailed as e:
+                    st.fail(tid, f"TrialFailed: {e}", eval_s=time.perf_counter() - t0)
+                except Exception as e:  # noqa: BLE001 - any evaluator error is one failed trial
+                    logger.warning("trial %d (%s) raised %s: %s", tid, archs[tid].short_name(), type(e).__name__, e)
+                    st.fail(tid, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}",
+                            eval_s=time.perf_counter() - t0)
+                return st.get(tid)
+
+            if workers > 1 and len(batch_ids) > 1:
+                with ThreadPoolExecutor(max_workers=min(workers, len(batch_ids))) as ex:
+                    done = list(ex.map(one, batch_ids))
+            else:
+                done = [one(tid) for tid in batch_ids]
+            for t in sorted(done, key=lambda t: t.trial_id):
+                searcher.observe(t)
+                finished += 1
+                n_now += 1
+                consecutive = consecutive + 1 if not t.ok else 0
+                if on_trial is not None:
+                    on_trial(t)
+                if bar is not None:
+                    bar.update(1)
+                    if t.ok:
+                        bar.set_postfix(acc=f"{t.accuracy:.4f}", lat_ms=f"{(t.latency_s or math.nan) * 1e3:.3f}")
+            if consecutive >= max_fail:
+                raise SearchError(f"{consecutive} trials in a row failed (last: {done[-1].error!r}); the evaluator "
+                                  f"looks broken. Fix it and rerun the same command to resume.")
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = st.counts()
+    return RunSummary(store=str(st.db_path), budget=budget, n_completed=counts["completed"],
+                      n_failed=counts["failed"], n_evaluated_now=n_now, resumed=resumed,
+                      pareto=tuple(st.pareto()), hypervolume=st.hypervolume(), reference_point=st.reference_point(),
+                      wall_s=time.perf_counter() - t_run, suggest_s_total=suggest_total)
+
+
+def _roundtrip(v: Any) -> Any:
+    """``v`` as it reads back from the store's JSON (tuples become lists, keys strings)."""
+    import json
+
+    from autodistill.search.store import _json_safe
+    return json.loads(json.dumps(_json_safe(v), sort_keys=True))

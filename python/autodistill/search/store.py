@@ -1,0 +1,349 @@
+"""`TrialStore`: every proposal and result of a search in one SQLite file (WAL mode).
+
+Layout: a run folder (``runs/NAME``) holds ``trials.sqlite``; a path ending in ``.sqlite`` or
+``.db`` names the file itself. Two tables:
+
+* ``meta(key, value)``: JSON values (the space, profile, workload, engine settings, budget,
+  cost-model version, creation time).
+* ``trials``: one row per proposal: ``trial_id`` (1, 2, ...), the architecture as JSON, ``status``
+  (pending -> running -> completed | failed), the proposer (``source``, ``batch_id``, predicted
+  accuracy and sd, acquisition value), cost-model ``latency_s`` and ``num_parameters``,
+  ``accuracy``, ``measured_latency_s``, ``metrics`` JSON, ``error``, timestamps
+  (``proposed_at``, ``started_at``, ``finished_at``, Unix seconds), ``suggest_s`` and ``eval_s``,
+  and the ``cost_model_version`` that scored it.
+
+Durability: WAL journal with ``synchronous=FULL``; every state change is its own committed
+transaction, so killing the process at any point loses at most the trial being evaluated (it
+stays ``running`` and is evaluated again on resume), never a completed one. Readers (``autodistill
+trials``) can open the store while a search writes to it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from autodistill.arch import StudentArch
+from autodistill.errors import SearchError, choices_message
+from autodistill.search.pareto import hypervolume, objective_matrix, pareto_mask, reference_point
+from autodistill.search.types import FINISHED, STATUSES, Suggestion, Trial, TrialResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "TrialStore", "resolve_store_path"]
+
+DB_NAME = "trials.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    trial_id INTEGER PRIMARY KEY,
+    arch_json TEXT NOT NULL,
+    arch_name TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    source TEXT NOT NULL DEFAULT '',
+    batch_id INTEGER,
+    latency_s REAL,
+    num_parameters INTEGER,
+    predicted_accuracy REAL,
+    predicted_accuracy_sd REAL,
+    acq_value REAL,
+    accuracy REAL,
+    measured_latency_s REAL,
+    metrics_json TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    proposed_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    suggest_s REAL,
+    eval_s REAL,
+    cost_model_version TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS trials_status ON trials(status);
+"""
+
+_COLUMNS = ("trial_id", "arch_json", "status", "source", "batch_id", "latency_s", "num_parameters",
+            "predicted_accuracy", "predicted_accuracy_sd", "acq_value", "accuracy", "measured_latency_s",
+            "metrics_json", "error", "proposed_at", "started_at", "finished_at", "suggest_s", "eval_s",
+            "cost_model_version")
+
+
+def resolve_store_path(path: str | Path) -> Path:
+    """The SQLite file of a run folder (``runs/NAME/trials.sqlite``) or of a ``.sqlite``/``.db`` path."""
+    p = Path(path)
+    if p.suffix in (".sqlite", ".db", ".sqlite3"):
+        return p
+    return p / DB_NAME
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _json_safe(obj: Any) -> Any:
+    """Metrics as JSON: NaN/inf become strings, numpy scalars become Python numbers."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+class TrialStore:
+    """The SQLite trial store of one search. Thread-safe (one connection behind a lock).
+
+    Args:
+        path: run folder or ``.sqlite`` file.
+        create: create the file (and folder) if missing; else raise `SearchError`.
+        readonly: open for reading only (``autodistill trials``); writes raise.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
+        self.db_path = resolve_store_path(path)
+        self.path = Path(path)
+        if not self.db_path.exists():
+            if not create or readonly:
+                raise SearchError(f"no trial store at {str(self.db_path)!r} (run `autodistill search --store "
+                                  f"{self.path}` first)")
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(str(self.db_path), timeout=30.0, check_same_thread=False,
+                                         isolation_level=None)
+            if readonly:  # no schema writes; WAL readers need the -shm file, so no mode=ro
+                self._conn.execute("PRAGMA query_only=ON")
+            else:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise SearchError(f"{self.db_path}: not a usable trial store: {e}") from None
+        self._conn.row_factory = sqlite3.Row
+        if readonly and not self._read("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'trials'"):
+            self._conn.close()
+            raise SearchError(f"{self.db_path} is not a trial store yet (no trials table)")
+        if not readonly:
+            v = self.get_meta("schema_version")
+            if v is None:
+                self.set_meta({"schema_version": SCHEMA_VERSION})
+            elif v != SCHEMA_VERSION:
+                raise SearchError(f"{self.db_path}: schema version {v}; this autodistill reads {SCHEMA_VERSION}")
+
+    # ---------------------------------------------------------------- basics
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "TrialStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TrialStore({str(self.db_path)!r})"
+
+    def _write(self, sql: str, params: Sequence[Any] | Iterable[Sequence[Any]] = (), many: bool = False) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                cur = self._conn.executemany(sql, params) if many else self._conn.execute(sql, params)
+                self._conn.execute("COMMIT")
+                return cur
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # ---------------------------------------------------------------- meta
+    def meta(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"]) for r in self._read("SELECT key, value FROM meta")}
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0]["value"]) if rows else default
+
+    def set_meta(self, values: Mapping[str, Any]) -> None:
+        self._write("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [(k, json.dumps(_json_safe(v), sort_keys=True)) for k, v in values.items()], many=True)
+
+    # ---------------------------------------------------------------- writes
+    def add_proposals(self, suggestions: Sequence[Suggestion], *, suggest_s: float | None = None,
+                      cost_model_version: str = "") -> list[int]:
+        """Record proposals as ``pending`` in one transaction; returns their trial ids."""
+        now = time.time()
+        with self._lock:
+            row = self._read("SELECT COALESCE(MAX(batch_id), 0) + 1 AS b, COALESCE(MAX(trial_id), 0) AS t FROM trials")[0]
+            batch_id, last = int(row["b"]), int(row["t"])
+            ids = list(range(last + 1, last + 1 + len(suggestions)))
+            self._write(
+                "INSERT INTO trials(trial_id, arch_json, arch_name, status, source, batch_id, latency_s, num_parameters,"
+                " predicted_accuracy, predicted_accuracy_sd, acq_value, proposed_at, suggest_s, cost_model_version)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i, json.dumps(s.arch.to_dict(), sort_keys=True), s.arch.short_name(), s.source, batch_id,
+                  _finite_or_none(s.latency_s), s.num_parameters, _finite_or_none(s.predicted_accuracy),
+                  _finite_or_none(s.predicted_accuracy_sd), _finite_or_none(s.acq_value), now, suggest_s,
+                  cost_model_version) for i, s in zip(ids, suggestions)], many=True)
+        return ids
+
+    def mark_running(self, trial_id: int) -> None:
+        self._transition(trial_id, ("pending", "running"), "status = 'running', started_at = ?", (time.time(),))
+
+    def complete(self, trial_id: int, result: TrialResult, *, eval_s: float | None = None) -> None:
+        """Record a finished evaluation; a non-finite accuracy is recorded as ``failed``."""
+        if not isinstance(result, TrialResult):
+            raise SearchError(f"complete() needs a TrialResult, got {type(result).__name__}")
+        status = "completed" if result.ok else "failed"
+        err = None if result.ok else f"non-finite result: accuracy={result.accuracy!r}, " \
+                                     f"measured_latency_s={result.measured_latency_s!r}"
+        self._transition(
+            trial_id, ("pending", "running"),
+            "status = ?, accuracy = ?, measured_latency_s = ?, metrics_json = ?, error = ?, finished_at = ?, eval_s = ?",
+            (status, _finite_or_none(result.accuracy), _finite_or_none(result.measured_latency_s),
+             json.dumps(_json_safe(result.metrics), sort_keys=True), err, time.time(), eval_s))
+
+    def fail(self, trial_id: int, error: str, *, eval_s: float | None = None) -> None:
+        self._transition(trial_id, ("pending", "running"), "status = 'failed', error = ?, finished_at = ?, eval_s = ?",
+                         (str(error)[:4000], time.time(), eval_s))
+
+    def _transition(self, trial_id: int, allowed_from: tuple[str, ...], sets: str, params: tuple) -> None:
+        with self._lock:
+            cur = self._write(f"UPDATE trials SET {sets} WHERE trial_id = ? AND status IN "
+                              f"({', '.join('?' * len(allowed_from))})", (*params, trial_id, *allowed_from))
+            if cur.rowcount != 1:
+                rows = self._read("SELECT status FROM trials WHERE trial_id = ?", (trial_id,))
+                if not rows:
+                    raise SearchError(f"no trial {trial_id} in {self.db_path}")
+                raise SearchError(f"trial {trial_id} is {rows[0]['status']!r}; this change needs one of "
+                                  f"{list(allowed_from)}")
+
+    # ---------------------------------------------------------------- reads
+    def trials(self, status: str | Sequence[str] | None = None) -> list[Trial]:
+        """All trials (optionally of some statuses), ordered by trial id."""
+        if status is None:
+            rows = self._read(f"SELECT {', '.join(_COLUMNS)} FROM trials ORDER BY trial_id")
+        else:
+            sts = (status,) if isinstance(status, str) else tuple(status)
+            for s in sts:
+                if s not in STATUSES:
+                    raise SearchError(choices_message("trial status", s, STATUSES))
+            rows = self._read(f"SELECT {', '.join(_COLUMNS)} FROM trials WHERE status IN "
+                              f"({', '.join('?' * len(sts))}) ORDER BY trial_id", sts)
+        return [self._trial(r) for r in rows]
+
+    def get(self, trial_id: int) -> Trial:
+        rows = self._read(f"SELECT {', '.join(_COLUMNS)} FROM trials WHERE trial_id = ?", (trial_id,))
+        if not rows:
+            raise SearchError(f"no trial {trial_id} in {self.db_path}")
+        return self._trial(rows[0])
+
+    @staticmethod
+    def _trial(r: sqlite3.Row) -> Trial:
+        d = dict(r)
+        arch = StudentArch.from_dict(json.loads(d.pop("arch_json")))
+        metrics = json.loads(d.pop("metrics_json") or "{}")
+        return Trial(arch=arch, metrics=metrics, **d)
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for r in self._read("SELECT status, COUNT(*) AS n FROM trials GROUP BY status"):
+            out[r["status"]] = int(r["n"])
+        return out
+
+    @property
+    def n_finished(self) -> int:
+        c = self.counts()
+        return sum(c[s] for s in FINISHED)
+
+    # ---------------------------------------------------------------- analysis
+    def _objectives(self) -> tuple[list[Trial], np.ndarray, np.ndarray]:
+        done = [t for t in self.trials("completed") if t.ok and t.latency_s]
+        acc = np.array([t.accuracy for t in done], dtype=np.float64)
+        lat = np.array([t.latency_s for t in done], dtype=np.float64)
+        return done, acc, lat
+
+    def pareto(self) -> list[Trial]:
+        """Completed trials not dominated in (accuracy up, cost-model latency down), fastest first."""
+        done, acc, lat = self._objectives()
+        if not done:
+            return []
+        mask = pareto_mask(objective_matrix(acc, lat))
+        front = [t for t, m in zip(done, mask) if m]
+        return sorted(front, key=lambda t: (t.latency_s, -(t.accuracy or 0.0)))
+
+    def reference_point(self) -> tuple[float, float] | None:
+        """``(ref_accuracy, ref_latency_s)``: stored in meta by the run, else inferred from the front
+        (`autodistill.search.pareto.reference_point`)."""
+        ref = self.get_meta("reference_point")
+        if ref and ref.get("accuracy") is not None and ref.get("latency_s") is not None:
+            return float(ref["accuracy"]), float(ref["latency_s"])
+        done, acc, lat = self._objectives()
+        if not done:
+            return None
+        return reference_point(acc, lat)
+
+    def hypervolume(self, ref_accuracy: float | None = None, ref_latency_s: float | None = None) -> float:
+        """Hypervolume of the completed trials in the (accuracy, -ln latency_s) plane."""
+        done, acc, lat = self._objectives()
+        if ref_accuracy is None or ref_latency_s is None:
+            ref = self.reference_point()
+            if ref is None:
+                return 0.0
+            ref_accuracy = ref[0] if ref_accuracy is None else ref_accuracy
+            ref_latency_s = ref[1] if ref_latency_s is None else ref_latency_s
+        return hypervolume(acc, lat, ref_accuracy, ref_latency_s) if done else 0.0
+
+    def to_dataframe(self):  # -> pandas.DataFrame
+        """One row per trial: ids, status, arch name and fields, objectives, predictions, timings."""
+        import pandas as pd
+
+        rows = []
+        for t in self.trials():
+            d = {"trial_id": t.trial_id, "status": t.status, "source": t.source, "batch_id": t.batch_id,
+                 "arch": t.arch.short_name(), "num_parameters": t.num_parameters, "latency_s": t.latency_s,
+                 "accuracy": t.accuracy, "measured_latency_s": t.measured_latency_s,
+                 "predicted_accuracy": t.predicted_accuracy, "predicted_accuracy_sd": t.predicted_accuracy_sd,
+                 "acq_value": t.acq_value, "error": t.error, "proposed_at": t.proposed_at,
+                 "started_at": t.started_at, "finished_at": t.finished_at, "suggest_s": t.suggest_s,
+                 "eval_s": t.eval_s, "cost_model_version": t.cost_model_version}
+            d.update({f"arch.{k}": v for k, v in t.arch.to_dict().items()})
+            d.update({f"metrics.{k}": v for k, v in t.metrics.items()})
+            rows.append(d)
+        df = pd.DataFrame(rows)
+        if len(df):
+            front = {t.trial_id for t in self.pareto()}
+            df["pareto"] = df["trial_id"].isin(front)
+        return df
+
+    def to_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.to_dataframe().to_csv(path, index=False)
+        return path

@@ -1,0 +1,174 @@
+"""``autodistill search`` and ``autodistill trials``: run/resume a search, inspect its store.
+
+    autodistill search --space mobilebert --profile tpu_v4i --budget 40 --store runs/mb1
+    autodistill trials runs/mb1 [--csv runs/mb1/trials.csv]
+
+``search`` is resumable: killed at any point, the same command picks up where it stopped.
+The evaluator defaults to the synthetic landscape (`autodistill.search.evaluators`); a real one
+is named as ``package.module:factory`` (called with no arguments, returning an `Evaluator`).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import math
+from typing import Any, Sequence
+
+from autodistill.errors import ConfigError, SearchError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["cmd_search", "cmd_trials", "register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("search", help="multi-objective architecture search (resumable)",
+                              description="Bayesian multi-objective search of student architectures: accuracy "
+                                          "from an evaluator, latency from the cost model. Rerun the same command "
+                                          "to resume.")
+    p.add_argument("--space", required=True, help="search space: preset name (mobilebert, minilm) or TOML path")
+    p.add_argument("--profile", help="hardware profile of the latency objective (default: the space's)")
+    p.add_argument("--budget", type=int, required=True, help="total trials to finish, counting earlier runs")
+    p.add_argument("--store", required=True, help="run folder (runs/NAME) or .sqlite file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--searcher", default="engine", choices=("engine", "random", "nsga2"))
+    p.add_argument("--mode", default="pareto", choices=("pareto", "scalarized"),
+                   help="engine objective: Pareto front (qLogNEHVI) or accuracy*(latency/target)^w (qLogNEI)")
+    p.add_argument("--batch-size", type=int, default=1, help="proposals per step (q)")
+    p.add_argument("--workers", type=int, default=1, help="evaluations run concurrently (threads)")
+    p.add_argument("--evaluator", default="synthetic",
+                   help="'synthetic' or package.module:factory returning an Evaluator")
+    p.add_argument("--noise-sd", type=float, default=0.003, help="synthetic evaluator noise (accuracy units)")
+    p.add_argument("--n-initial", type=int, default=8, help="initial design size")
+    p.add_argument("--min-accuracy", type=float, help="outcome constraint: accuracy >= this")
+    p.add_argument("--ref-accuracy", type=float, help="hypervolume reference accuracy (default: inferred)")
+    p.add_argument("--ref-latency-s", type=float, help="hypervolume reference latency (default: inferred)")
+    p.add_argument("--target-latency-s", type=float, help="scalarized mode latency target")
+    p.add_argument("--batch", type=int, help="objective workload batch (default: the space's)")
+    p.add_argument("--seq", type=int, help="objective workload sequence length (default: the space's)")
+    p.add_argument("--max-candidates", type=int, default=1_000_000,
+                   help="enumerate up to this many combinations, else sample this many")
+    p.add_argument("--csv", help="also export all trials to this CSV")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_search)
+
+    t = subparsers.add_parser("trials", help="table, Pareto set and hypervolume of a search store",
+                              description="Print the trials of a search store and its Pareto set.")
+    t.add_argument("store", help="run folder (runs/NAME) or .sqlite file")
+    t.add_argument("--status", choices=("pending", "running", "completed", "failed"), help="only this status")
+    t.add_argument("--limit", type=int, default=0, help="show only the last N trials (0: all)")
+    t.add_argument("--csv", help="export all trials to this CSV (needs pandas)")
+    t.set_defaults(func=cmd_trials)
+
+
+def _evaluator(args: argparse.Namespace) -> Any:
+    from autodistill.search.evaluators import Evaluator, SyntheticEvaluator
+
+    if args.evaluator == "synthetic":
+        return SyntheticEvaluator(noise_sd=args.noise_sd, seed=args.seed)
+    mod, sep, name = args.evaluator.partition(":")
+    if not sep or not mod or not name:
+        raise ConfigError(f"--evaluator {args.evaluator!r}: expected 'synthetic' or package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"--evaluator {args.evaluator!r}: cannot load it ({e})") from None
+    ev = factory()
+    if not isinstance(ev, Evaluator):
+        raise ConfigError(f"--evaluator {args.evaluator!r} returned {type(ev).__name__}, which has no "
+                          f"evaluate(arch, trial_id) method")
+    return ev
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from autodistill.search.runner import make_searcher, run_search
+    from autodistill.space import build_pool, load_space
+
+    space = load_space(args.space)
+    profile = args.profile or space.objective.profile
+    if profile is None:
+        raise ConfigError(f"space {space.name!r} names no objective profile; pass --profile")
+    pool = build_pool(space, profile, batch=args.batch, seq=args.seq, max_candidates=args.max_candidates,
+                      seed=args.seed)
+    print(f"space {space.name}: {len(pool):,} feasible candidates of {space.size:,} "
+          f"({'sampled' if pool.sampled else 'enumerated'}); latency objective {profile} "
+          f"batch {pool.batch} seq {pool.seq}")
+    cfg = None
+    if args.searcher == "engine":
+        from autodistill.search.engine import EngineConfig
+        cfg = EngineConfig(mode=args.mode, seed=args.seed, n_initial=args.n_initial, min_accuracy=args.min_accuracy,
+                           ref_accuracy=args.ref_accuracy, ref_latency_s=args.ref_latency_s,
+                           target_latency_s=args.target_latency_s)
+    searcher = make_searcher(args.searcher, pool, cfg, seed=args.seed)
+    summary = run_search(space=space, evaluator=_evaluator(args), store=args.store, budget=args.budget,
+                         profile=profile, searcher=searcher, pool=pool, batch_size=args.batch_size,
+                         workers=args.workers, progress=not args.no_progress)
+    print(f"{'resumed' if summary.resumed else 'new'} search: {summary.n_completed} completed, {summary.n_failed} "
+          f"failed of budget {summary.budget} ({summary.n_evaluated_now} evaluated now, {summary.wall_s:.1f}s, "
+          f"searcher {summary.suggest_s_total:.1f}s)")
+    _print_pareto(summary.pareto, summary.hypervolume, summary.reference_point)
+    print(f"store: {summary.store}")
+    if args.csv:
+        from autodistill.search.store import TrialStore
+        with TrialStore(args.store) as st:
+            print(f"wrote {st.to_csv(args.csv)}")
+    return 0
+
+
+def _fmt(v: Any, spec: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec) if spec else str(v)
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda r: "  ".join(c.rjust(w) if i not in (2, 3) else c.ljust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _trial_rows(trials: Sequence[Any]) -> list[list[str]]:
+    return [[str(t.trial_id), t.status, t.source, t.arch.short_name(),
+             _fmt(t.num_parameters / 1e6 if t.num_parameters else None, ".2f"),
+             _fmt(t.latency_s * 1e3 if t.latency_s else None, ".4f"), _fmt(t.accuracy, ".4f"),
+             _fmt(t.predicted_accuracy, ".4f"), _fmt(t.eval_s, ".2f"), _fmt(t.suggest_s, ".2f"),
+             (t.error or "").splitlines()[0][:40] if t.error else ""] for t in trials]
+
+
+_HEADER = ["id", "status", "source", "arch", "params_M", "latency_ms", "accuracy", "predicted", "eval_s",
+           "suggest_s", "error"]
+
+
+def _print_pareto(front: Sequence[Any], hv: float, ref: tuple[float, float] | None) -> None:
+    print(f"\nPareto set ({len(front)} trials; accuracy up, cost-model latency down):")
+    if front:
+        print(_table(_trial_rows(front), _HEADER))
+    if ref is not None:
+        print(f"hypervolume {hv:.6g} in the (accuracy, -ln latency_s) plane from reference point "
+              f"(accuracy {ref[0]:.4f}, latency {ref[1] * 1e3:.4f} ms)")
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    from autodistill.search.store import TrialStore
+
+    with TrialStore(args.store, create=False, readonly=True) as st:
+        meta = st.meta()
+        pinned = meta.get("pinned", {})
+        trials = st.trials(args.status)
+        if args.limit and args.limit > 0:
+            trials = trials[-args.limit:]
+        c = st.counts()
+        print(f"store {st.db_path}: space {pinned.get('space', {}).get('name', '?')}, profile {pinned.get('profile')}, "
+              f"searcher {pinned.get('searcher')}, seed {pinned.get('seed')}, budget {meta.get('budget')}, "
+              f"cost model {meta.get('cost_model_version')}")
+        print("trials: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        print(_table(_trial_rows(trials), _HEADER))
+        _print_pareto(st.pareto(), st.hypervolume(), st.reference_point())
+        if args.csv:
+            try:
+                print(f"wrote {st.to_csv(args.csv)}")
+            except ImportError as e:
+                raise SearchError(f"--csv needs pandas ({e})") from None
+    return 0

@@ -1,0 +1,221 @@
+"""run_search: budgets, failures, resume after SIGKILL, replay, locking, CLI."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from autodistill.errors import ConfigError, SearchError
+from autodistill.search.baselines import NSGA2, RandomSearch
+from autodistill.search.evaluators import SyntheticEvaluator
+from autodistill.search.runner import _store_lock, make_searcher, run_search
+from autodistill.search.store import TrialStore, resolve_store_path
+from autodistill.search.types import TrialResult
+from autodistill.space import build_pool, load_space
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("minilm")
+
+
+@pytest.fixture(scope="module")
+def pool(space):
+    return build_pool(space)
+
+
+def small_engine(pool, seed=0):
+    from autodistill.search.engine import EngineConfig, SearchEngine
+    return SearchEngine(pool, EngineConfig(seed=seed, mc_samples=16, acq_candidates=256, n_initial=4, fit_maxiter=40))
+
+
+def test_budget_failures_and_nans_are_recorded(tmp_path, space, pool):
+    ev = SyntheticEvaluator(seed=1, failure_rate=0.2, nan_rate=0.1)
+    s = run_search(space=space, evaluator=ev, store=tmp_path / "r", budget=30, searcher=RandomSearch(pool, 0),
+                   pool=pool)
+    assert s.n_completed + s.n_failed == 30 and s.n_failed > 0 and not s.resumed
+    with TrialStore(tmp_path / "r") as st:
+        trials = st.trials()
+        assert [t.trial_id for t in trials] == list(range(1, 31))
+        errs = [t.error for t in trials if t.status == "failed"]
+        assert any("TrialFailed" in e for e in errs) and any("non-finite" in e for e in errs)
+        assert all(t.cost_model_version for t in trials)
+        assert st.get_meta("pool")["size"] == len(pool)
+    # extending the budget resumes; evaluators raising other errors are failures too
+    class Broken:
+        def evaluate(self, arch, trial_id):
+            if trial_id % 2:
+                raise ValueError("worker lost")
+            return TrialResult(0.5)
+    s2 = run_search(space=space, evaluator=Broken(), store=tmp_path / "r", budget=34, searcher=RandomSearch(pool, 0),
+                    pool=pool)
+    assert s2.resumed and s2.n_evaluated_now == 4 and s2.n_completed + s2.n_failed == 34
+    with TrialStore(tmp_path / "r") as st:
+        assert "ValueError: worker lost" in st.get(31).error
+
+
+def test_consecutive_failures_stop_the_search(tmp_path, space, pool):
+    with pytest.raises(SearchError, match="in a row failed"):
+        run_search(space=space, evaluator=SyntheticEvaluator(failure_rate=1.0), store=tmp_path / "f", budget=50,
+                   searcher=RandomSearch(pool, 0), pool=pool, max_consecutive_failures=5)
+    with TrialStore(tmp_path / "f") as st:
+        assert st.counts()["failed"] == 5
+
+
+def test_resume_refuses_other_settings_and_concurrent_runs(tmp_path, space, pool):
+    run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=3,
+               searcher=RandomSearch(pool, 0), pool=pool)
+    with pytest.raises(SearchError, match="different seed"):
+        run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=5,
+                   searcher=RandomSearch(pool, 1), pool=pool)
+    with _store_lock(resolve_store_path(tmp_path / "a")):
+        with pytest.raises(SearchError, match="another search"):
+            run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=5,
+                       searcher=RandomSearch(pool, 0), pool=pool)
+
+
+def test_parallel_workers_and_nsga2(tmp_path, space, pool):
+    ev = SyntheticEvaluator(seed=0, delay_s=0.01)
+    s = run_search(space=space, evaluator=ev, store=tmp_path / "w", budget=24, searcher=NSGA2(pool, 0, population=6),
+                   pool=pool, batch_size=4, workers=4)
+    assert s.n_completed == 24 and len(s.pareto) >= 1 and s.hypervolume > 0
+    with TrialStore(tmp_path / "w") as st:
+        trials = st.trials()
+    assert {t.source for t in trials} >= {"random", "nsga2"}
+    assert len({t.arch for t in trials}) == 24
+
+
+def test_engine_resume_replays_an_uninterrupted_run(tmp_path, space, pool):
+    """A run interrupted mid-batch and resumed proposes exactly what an uninterrupted run does."""
+    ev = SyntheticEvaluator(seed=2, failure_rate=0.1)
+    run_search(space=space, evaluator=ev, store=tmp_path / "full", budget=9, searcher=small_engine(pool), pool=pool,
+               batch_size=2)
+
+    class Interrupt:
+        def evaluate(self, arch, trial_id):
+            if trial_id == 7:
+                raise KeyboardInterrupt  # like a kill: trial 7 stays 'running'
+            return ev.evaluate(arch, trial_id)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(space=space, evaluator=Interrupt(), store=tmp_path / "cut", budget=9, searcher=small_engine(pool),
+                   pool=pool, batch_size=2)
+    with TrialStore(tmp_path / "cut") as st:
+        assert st.get(7).status == "running" and st.get(8).status == "pending"
+    s = run_search(space=space, evaluator=ev, store=tmp_path / "cut", budget=9, searcher=small_engine(pool),
+                   pool=pool, batch_size=2)
+    assert s.resumed
+    with TrialStore(tmp_path / "full") as a, TrialStore(tmp_path / "cut") as b:
+        ta, tb = a.trials(), b.trials()
+    assert [(t.arch, t.status, t.accuracy) for t in ta] == [(t.arch, t.status, t.accuracy) for t in tb]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    from autodistill.space import load_space, build_pool
+    from autodistill.search.engine import EngineConfig, SearchEngine
+    from autodistill.search.evaluators import SyntheticEvaluator
+    from autodistill.search.runner import run_search
+    store, budget, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    space = load_space("minilm")
+    pool = build_pool(space)
+    eng = SearchEngine(pool, EngineConfig(seed=0, mc_samples=16, acq_candidates=256, n_initial=4, fit_maxiter=40))
+    run_search(space=space, evaluator=SyntheticEvaluator(seed=0, delay_s=delay, failure_rate=0.1), store=store,
+               budget=budget, searcher=eng, pool=pool, batch_size=2)
+""")
+
+
+def test_sigkill_mid_run_loses_no_completed_trial(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    store = tmp_path / "killed"
+    budget = 12
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    proc = subprocess.Popen([sys.executable, str(script), str(store), str(budget), "0.3"], env=env)
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                with TrialStore(store, create=False, readonly=True) as st:
+                    done = [t for t in st.trials() if t.finished]
+            except SearchError:  # not created yet
+                continue
+            if len(done) >= 5:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+        else:
+            pytest.fail("the run made no progress")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with TrialStore(store, create=False, readonly=True) as st:
+        before = {t.trial_id: t for t in st.trials() if t.finished}
+        assert len(before) < budget
+    # the same command resumes and finishes the budget
+    subprocess.run([sys.executable, str(script), str(store), str(budget), "0"], env=env, check=True, timeout=180)
+    with TrialStore(store, create=False, readonly=True) as st:
+        after = {t.trial_id: t for t in st.trials()}
+        counts = st.counts()
+    for tid, t in before.items():
+        assert after[tid].status == t.status and after[tid].accuracy == t.accuracy and after[tid].arch == t.arch
+    assert counts["completed"] + counts["failed"] == budget
+    assert counts["pending"] == counts["running"] == 0
+    assert sorted(after) == list(range(1, budget + 1))
+
+
+def test_make_searcher_names():
+    with pytest.raises(SearchError, match="valid choices: engine, nsga2, random"):
+        make_searcher("grid", None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ CLI
+def parser():
+    from autodistill import search_cli
+    p = argparse.ArgumentParser(prog="autodistill")
+    sub = p.add_subparsers(dest="command", required=True)
+    search_cli.register(sub)
+    return p
+
+
+def test_cli_search_and_trials(tmp_path, capsys):
+    p = parser()
+    store = tmp_path / "runs" / "cli"
+    args = p.parse_args(["search", "--space", "minilm", "--profile", "cpu_generic", "--budget", "10", "--store",
+                         str(store), "--n-initial", "8", "--no-progress", "--csv", str(tmp_path / "t.csv")])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "new search: " in out and "Pareto set" in out and "hypervolume" in out
+    assert (tmp_path / "t.csv").exists()
+    # resumable: the same command with a larger budget goes on
+    args = p.parse_args(["search", "--space", "minilm", "--profile", "cpu_generic", "--budget", "11", "--store",
+                         str(store), "--n-initial", "8", "--no-progress"])
+    assert args.func(args) == 0
+    assert "resumed search: " in capsys.readouterr().out
+    args = p.parse_args(["trials", str(store), "--limit", "3"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "completed 11" in out and "Pareto set" in out and "qlognehvi" in out
+
+
+def test_cli_errors(tmp_path):
+    p = parser()
+    args = p.parse_args(["search", "--space", "nope", "--budget", "2", "--store", str(tmp_path / "x")])
+    with pytest.raises(ConfigError, match="valid choices"):
+        args.func(args)
+    args = p.parse_args(["search", "--space", "minilm", "--budget", "2", "--store", str(tmp_path / "x"),
+                         "--evaluator", "nomodule"])
+    with pytest.raises(ConfigError, match="package.module:factory"):
+        args.func(args)
+    args = p.parse_args(["trials", str(tmp_path / "missing")])
+    with pytest.raises(SearchError, match="no trial store"):
+        args.func(args)
