@@ -1,0 +1,201 @@
+"""Flash distillation: layer map, losses, cached vs live teacher, NaN/divergence, evaluator, sharding."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autodistill.distill import losses as L
+from autodistill.distill.flash import FlashResult, flash_distill, flash_train, kt_stage, layer_map
+from autodistill.distill.teacher import TeacherCache, load_teacher
+from autodistill.errors import DistillError
+
+from test_distill_support import flash_config, make_data, make_teacher_folder, tiny_student
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return load_teacher(make_teacher_folder(tmp_path_factory.mktemp("t")))
+
+
+@pytest.fixture(scope="module")
+def data(teacher):
+    return make_data(teacher)
+
+
+@pytest.fixture(scope="module")
+def cache(teacher, data):
+    cfg = flash_config()
+    return TeacherCache.build(teacher, data, num_batches=cfg.total_steps, batch_size=cfg.batch_size,
+                              hidden_batches=cfg.kt_steps, topk=cfg.topk)
+
+
+def test_layer_map_and_stages() -> None:
+    assert layer_map(4, 6) == (1, 2, 4, 5)
+    assert layer_map(6, 6) == tuple(range(6))
+    assert layer_map(1, 6) == (5,)
+    assert layer_map(12, 6) == (0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)
+    assert [kt_stage(s, 9, 3) for s in range(9)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [kt_stage(s, 2, 4) for s in range(2)] == [0, 2]
+    with pytest.raises(DistillError):
+        layer_map(0, 6)
+
+
+def test_losses_basic_properties() -> None:
+    rng = np.random.default_rng(0)
+    p = jax.nn.softmax(jnp.asarray(rng.normal(size=(2, 4, 5, 5))), axis=-1)
+    mask = jnp.ones((2, 5))
+    assert float(L.attention_kl(p, p, mask)) == pytest.approx(0.0, abs=1e-6)
+    q = jax.nn.softmax(jnp.asarray(rng.normal(size=(2, 2, 5, 5))), axis=-1)
+    assert float(L.attention_kl(p, q, mask)) > 0  # head counts differ: head-averaged
+    x = jnp.asarray(rng.normal(size=(2, 5, 3)))
+    assert float(L.feature_mse(x, x + 1.0, mask)) == pytest.approx(1.0)
+    m2 = mask.at[:, 3:].set(0)
+    y = x.at[:, 3:].add(100.0)
+    assert float(L.feature_mse(x, y, m2)) == pytest.approx(0.0)  # padded tokens do not count
+    logits = jnp.asarray(rng.normal(size=(2, 3, 7)))
+    vals, ids = jax.lax.top_k(logits, 7)
+    w = jnp.ones((2, 3))
+    full_ce = -jnp.mean(jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits), -1))
+    assert float(L.kd_loss(logits, vals, ids, w)) == pytest.approx(float(full_ce), rel=1e-5)
+    labels = jnp.argmax(logits, -1)
+    loss, correct = L.mlm_loss(logits, labels, w.at[0, 0].set(0))
+    assert float(correct) == 5.0 and float(loss) > 0
+
+
+def test_flash_cached_equals_live_and_learns(teacher, data, cache) -> None:
+    arch = tiny_student(teacher.arch.vocab_size)
+    cfg = flash_config()
+    live = flash_distill(arch, teacher, data, cfg)
+    cached = flash_distill(arch, teacher, data, cfg, cache=cache)
+    for r in (live, cached):
+        assert isinstance(r, FlashResult) and r.ok and r.steps_done == cfg.total_steps
+        assert 0.0 <= r.mlm_accuracy <= 1.0 and math.isfinite(r.mlm_loss) and r.wall_time_s > 0
+        assert r.layer_map == (0, 1)
+        assert all(math.isfinite(x) for x in r.loss_parts["feature"][: cfg.kt_steps])
+        assert all(math.isnan(x) for x in r.loss_parts["kd"][: cfg.kt_steps])
+    # the cache stores teacher states in float16: the curves agree closely, not bit for bit
+    np.testing.assert_allclose(live.losses, cached.losses, rtol=2e-2, atol=2e-3)
+    json.dumps(cached.to_dict())
+    # same inputs, same result
+    again = flash_distill(arch, teacher, data, cfg, cache=cache)
+    assert again.losses == cached.losses and again.mlm_accuracy == cached.mlm_accuracy
+
+
+def test_flash_trains_down_the_loss(teacher, data, cache) -> None:
+    arch = tiny_student(teacher.arch.vocab_size)
+    cfg = flash_config(kt_steps=0, pd_steps=30, pd_lr=3e-3, batch_size=4)
+    r, params = flash_train(arch, teacher, data, cfg)
+    assert r.ok
+    assert np.mean(r.losses[-5:]) < np.mean(r.losses[:5])
+    assert "cls" in params and params["embeddings"]["word_embeddings"]["embedding"].shape == (arch.vocab_size, 16)
+
+
+def test_flash_widths_heads_and_mobilebert(teacher, data, cache) -> None:
+    v = teacher.arch.vocab_size
+    for arch in (tiny_student(v, layers=3, hidden=32, heads=4), tiny_student(v, family="mobilebert", hidden=24)):
+        r = flash_distill(arch, teacher, data, flash_config(), cache=cache)
+        assert r.ok, r.message
+
+
+def test_nan_and_divergence_end_the_trial(teacher, data, cache) -> None:
+    arch = tiny_student(teacher.arch.vocab_size)
+    r = flash_distill(arch, teacher, data, flash_config(kt_lr=1e5, pd_lr=1e5), cache=cache)
+    assert r.status in ("nan", "diverged") and not r.ok
+    assert math.isnan(r.mlm_accuracy) and r.steps_done < 10 and r.message
+
+
+def test_flash_rejects_bad_inputs(teacher, data, cache, tmp_path) -> None:
+    arch = tiny_student(teacher.arch.vocab_size)
+    with pytest.raises(DistillError, match="vocab_size"):
+        flash_distill(arch.replace(vocab_size=99), teacher, data, flash_config())
+    with pytest.raises(DistillError, match="does not cover"):
+        flash_distill(arch, teacher, data, flash_config(pd_steps=50), cache=cache)
+    headless = load_teacher(make_teacher_folder(tmp_path / "h", mlm_head=False))
+    with pytest.raises(DistillError, match="MLM head"):
+        flash_distill(arch, headless, data, flash_config())
+    with pytest.raises(DistillError):
+        flash_config(optimizer="sgd")
+    with pytest.raises(DistillError):
+        FlashResult(arch=arch, status="weird", mlm_accuracy=0.1, mlm_loss=1.0, nsp_accuracy=None, losses=(),
+                    loss_parts={}, kt_steps=0, pd_steps=0, steps_done=0, wall_time_s=0.0, compile_s=0.0,
+                    train_tokens_per_s=0.0, layer_map=())
+
+
+def test_flash_nsp(teacher) -> None:
+    data = make_data(teacher, nsp=True)
+    r = flash_distill(tiny_student(teacher.arch.vocab_size), teacher, data, flash_config())
+    assert r.ok and r.nsp_accuracy is not None and 0.0 <= r.nsp_accuracy <= 1.0
+    assert all(math.isfinite(x) for x in r.loss_parts["nsp"][6:])
+
+
+def test_evaluator_protocol(teacher, data, tmp_path) -> None:
+    from autodistill.distill.evaluator import FlashDistillEvaluator
+
+    search_types = pytest.importorskip("autodistill.search.types")
+    ev = FlashDistillEvaluator(teacher, data, steps=10, kt_fraction=0.6, config=flash_config(), cache_dir=tmp_path)
+    arch = tiny_student(30522)  # search spaces carry BERT's vocab: adapted to the teacher's
+    res = ev.evaluate(arch, trial_id=3)
+    assert isinstance(res, search_types.TrialResult) and res.ok
+    assert res.metrics["status"] == "ok" and res.metrics["kt_steps"] == 6 and res.metrics["pd_steps"] == 4
+    assert res.metrics["teacher_mlm_accuracy"] is not None and len(res.metrics["losses"]) == 10
+    assert list((tmp_path / "teacher_outputs").iterdir())
+    try:
+        from autodistill.search.evaluators import Evaluator
+    except ImportError:
+        pass
+    else:
+        assert isinstance(ev, Evaluator)
+    bad = FlashDistillEvaluator(teacher, data, config=flash_config(kt_lr=1e5, pd_lr=1e5))
+    r2 = bad.evaluate(arch, trial_id=4)
+    assert math.isnan(r2.accuracy) and r2.metrics["status"] in ("nan", "diverged")
+
+
+_SHARDED = textwrap.dedent("""
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    sys.path.insert(0, sys.argv[2])
+    import jax
+    import numpy as np
+    from autodistill.distill.flash import data_mesh, flash_distill, flash_train
+    from autodistill.distill.teacher import load_teacher
+    from test_distill_support import flash_config, make_data, tiny_student
+    assert len(jax.devices()) == 2
+    teacher = load_teacher(sys.argv[1])
+    data = make_data(teacher)
+    arch = tiny_student(teacher.arch.vocab_size)
+    cfg = flash_config()
+    two, p2 = flash_train(arch, teacher, data, cfg, mesh=data_mesh())
+    np.save(sys.argv[3], np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(p2)]))
+    print(json.dumps({"two": two.losses, "acc2": two.mlm_accuracy}))
+""")
+
+
+def test_data_parallel_two_host_devices(teacher, data, tmp_path) -> None:
+    """The batch split over 2 host devices (subprocess: XLA flags precede the jax import) = 1 device here."""
+    folder = make_teacher_folder(tmp_path / "t")
+    script = tmp_path / "sharded.py"
+    script.write_text(_SHARDED)
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, str(script), str(folder), str(Path(__file__).parent),
+                          str(tmp_path / "p2.npy")], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(jax.devices()) == 1
+    one, p1 = flash_train(tiny_student(teacher.arch.vocab_size), teacher, data, flash_config())
+    np.testing.assert_allclose(res["two"], one.losses, rtol=1e-4, atol=1e-5)
+    flat1 = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(p1)])
+    np.testing.assert_allclose(np.load(tmp_path / "p2.npy"), flat1, atol=1e-4)
+    assert res["acc2"] == pytest.approx(one.mlm_accuracy, abs=0.02)
