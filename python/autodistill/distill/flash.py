@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "STATUSES", "OPTIMIZERS", "FlashConfig", "FlashResult", "DistillEngine", "layer_map", "kt_stage",
-    "flash_distill", "flash_train", "run_steps", "StepRun", "data_mesh", "make_optimizer", "check_compatible",
+    "flash_distill", "flash_train", "get_engine", "run_steps", "StepRun", "data_mesh", "make_optimizer", "check_compatible",
 ]
 
 STATUSES = ("ok", "nan", "diverged")
@@ -577,7 +577,7 @@ def flash_train(arch: StudentArch, teacher: Any, data: Any, config: FlashConfig 
         raise DistillError(f"{cache!r} does not cover this run (teacher, data, batch_size={cfg.batch_size}, "
                            f"seed={cfg.seed}, {cfg.total_steps} batches, hidden for {cfg.kt_steps}); rebuild it")
     t0 = time.perf_counter()
-    engine = _flash_engine(arch, teacher, data.nsp, cfg, cache is None, mesh)
+    engine = get_engine(arch, teacher, data.nsp, cfg, cache is None, mesh)
     state = engine.init_state(cfg.seed, init_from_teacher=cfg.init_from_teacher)
     run = run_steps(engine, state, data, cfg, cache, 0, cfg.total_steps, progress=progress)
     status, message = run.status, run.message
@@ -604,19 +604,24 @@ _ENGINES: "dict[tuple, DistillEngine]" = {}
 _ENGINE_CACHE_SIZE = 8
 
 
-def _flash_engine(arch: StudentArch, teacher: Any, nsp: bool, cfg: FlashConfig, live: bool,
-                  mesh: Any) -> DistillEngine:
-    """A `DistillEngine` for this run, reusing the compiled steps of a recent identical one."""
-    engine_fields = {k: v for k, v in cfg.to_dict().items()
-                     if k not in ("seed", "init_from_teacher", "divergence_factor", "eval_batch_size")}
+def get_engine(arch: StudentArch, teacher: Any, nsp: bool, cfg: Any, live: bool, mesh: Any) -> DistillEngine:
+    """A `DistillEngine` for ``cfg`` (a `FlashConfig` or `FullConfig`), reusing a recent identical one.
+
+    Reuse skips the compilation of the steps (the engine holds no training state).
+    """
+    engine_fields = {k: v for k, v in dataclasses.asdict(cfg).items()
+                     if k not in ("seed", "init_from_teacher", "divergence_factor", "eval_batch_size", "eval_every",
+                                  "checkpoint_every", "keep_checkpoints")}
     devices = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
-    key = (arch, teacher.fingerprint, id(teacher.params), nsp, live, devices, tuple(sorted(engine_fields.items())))
+    key = (arch, teacher.fingerprint, id(teacher.params), nsp, live, devices, type(cfg).__name__,
+           tuple(sorted(engine_fields.items())))
     engine = _ENGINES.get(key)
     if engine is None:
+        schedule = getattr(cfg, "schedule", "constant")
         kt_tx = make_optimizer(cfg.optimizer, cfg.kt_lr, cfg.warmup_steps, cfg.kt_steps,
-                               weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
+                               weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, schedule=schedule)
         pd_tx = make_optimizer(cfg.optimizer, cfg.pd_lr, cfg.warmup_steps, cfg.pd_steps,
-                               weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
+                               weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, schedule=schedule)
         engine = DistillEngine(arch, teacher, nsp=nsp, kt_tx=kt_tx, pd_tx=pd_tx,
                                feature_weight=cfg.feature_weight, attention_weight=cfg.attention_weight,
                                mlm_weight=cfg.mlm_weight, kd_weight=cfg.kd_weight, nsp_weight=cfg.nsp_weight,

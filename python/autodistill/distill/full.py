@@ -34,8 +34,7 @@ from autodistill.arch import StudentArch
 from autodistill.errors import DistillError, choices_message
 
 from autodistill.distill.flash import (
-    DTYPES, OPTIMIZERS, PART_NAMES, SCHEDULES, STATUSES, DistillEngine, StepRun, check_compatible, make_optimizer,
-    run_steps,
+    DTYPES, OPTIMIZERS, PART_NAMES, SCHEDULES, STATUSES, StepRun, check_compatible, get_engine, run_steps,
 )
 
 logger = logging.getLogger(__name__)
@@ -213,15 +212,7 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
     (ckdir / _RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
 
     t0 = time.perf_counter()
-    kt_tx = make_optimizer(cfg.optimizer, cfg.kt_lr, cfg.warmup_steps, cfg.kt_steps, weight_decay=cfg.weight_decay,
-                           clip_norm=cfg.clip_norm, schedule=cfg.schedule)
-    pd_tx = make_optimizer(cfg.optimizer, cfg.pd_lr, cfg.warmup_steps, cfg.pd_steps, weight_decay=cfg.weight_decay,
-                           clip_norm=cfg.clip_norm, schedule=cfg.schedule)
-    engine = DistillEngine(arch, teacher, nsp=data.nsp, kt_tx=kt_tx, pd_tx=pd_tx,
-                           feature_weight=cfg.feature_weight, attention_weight=cfg.attention_weight,
-                           mlm_weight=cfg.mlm_weight, kd_weight=cfg.kd_weight, nsp_weight=cfg.nsp_weight,
-                           temperature=cfg.temperature, topk=cfg.topk, freeze_lower=cfg.freeze_lower,
-                           live_teacher=True, dtype=cfg.dtype, mesh=mesh, fast_compile=cfg.fast_compile)
+    engine = get_engine(arch, teacher, data.nsp, cfg, True, mesh)
     state = engine.init_state(cfg.seed, init_from_teacher=cfg.init_from_teacher)
     mngr = _manager(ckdir, cfg.keep_checkpoints)
     run = StepRun(state)
