@@ -37,7 +37,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
 
 demo: setup
-	$(VENV)/bin/autodistill demo
+	$(VENV)/bin/autodistill run --out runs/demo
 
 bench: setup
 	$(PY) benchmarks/bench_costmodel.py

@@ -54,8 +54,8 @@ def test_bad_input_exits_2_with_a_clear_message(capsys, argv, match: str) -> Non
     assert code == 2 and match in err
 
 
-def test_demo_prints_every_reference_on_every_profile(capsys) -> None:
-    code, out, _ = run(capsys, "demo")
+def test_table_prints_every_reference_on_every_profile(capsys) -> None:
+    code, out, _ = run(capsys, "table")
     assert code == 0
     for name in ("bert-base", "mobilebert", "minilm-l6-h384"):
         assert name in out

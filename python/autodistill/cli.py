@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 #: Modules that contribute subcommands, in help order. Imported lazily (heavy stages stay unloaded).
 SUBCOMMAND_MODULES = (
     "autodistill.costmodel_cli",
+    "autodistill.calibration_cli",
+    "autodistill.search_cli",
+    "autodistill.distill_cli",
+    "autodistill.pipeline_cli",
 )
 
 

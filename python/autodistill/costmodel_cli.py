@@ -1,4 +1,4 @@
-"""Subcommands of the profile and cost-model stages: ``profiles``, ``archs``, ``estimate``, ``demo``."""
+"""Subcommands of the profile and cost-model stages: ``profiles``, ``archs``, ``estimate``, ``table``."""
 from __future__ import annotations
 
 import argparse
@@ -35,10 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=_estimate)
 
-    d = sub.add_parser("demo", help="estimate table of the reference models on every profile")
+    d = sub.add_parser("table", help="estimate table of the reference models on every profile")
     d.add_argument("--batch", type=int, default=1)
     d.add_argument("--seq", type=int, default=128)
-    d.set_defaults(func=_demo)
+    d.set_defaults(func=_table)
 
 
 def resolve_arch(spec: str) -> StudentArch:
@@ -106,7 +106,7 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _table(args: argparse.Namespace) -> int:
     from autodistill.costmodel import CostModel
 
     names = reference_names()

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -127,6 +128,9 @@ class RayExecutor:
         self.max_retries = max_retries
         self.num_cpus_per_task = num_cpus_per_task
         self._owns_instance = False
+        self._lock = threading.Lock()
+        self._fn_refs: dict[int, tuple[Any, Any]] = {}
+        self._remote: Any = None
         if not self._ray.is_initialized():
             kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if address is None:
@@ -154,6 +158,26 @@ class RayExecutor:
             if not ok:
                 logger.warning("item %d failed: %s", i, (err or "").splitlines()[0])
             yield TaskOutcome(i, ok, value, err, dt)
+
+    def call(self, fn: Callable[[Any], Any], item: Any) -> TaskOutcome:
+        """Run one item as a Ray task and wait for it (safe from several threads).
+
+        ``fn`` is put into the object store once and reused by later calls.
+        """
+        ray = self._ray
+        with self._lock:
+            key = id(fn)
+            if key not in self._fn_refs:
+                self._fn_refs[key] = (fn, ray.put(fn))
+            fn_ref = self._fn_refs[key][1]
+            if self._remote is None:
+                self._remote = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=self.max_retries,
+                                          retry_exceptions=False)(_call)
+        try:
+            ok, value, err, dt = ray.get(self._remote.remote(fn_ref, item))
+        except Exception as e:  # worker died more than max_retries times
+            ok, value, err, dt = False, None, f"{type(e).__name__}: {e}", 0.0
+        return TaskOutcome(0, ok, value, err, dt)
 
     def close(self) -> None:
         if self._owns_instance and self._ray.is_initialized():

@@ -1,0 +1,169 @@
+"""End-to-end runs of the whole job on a tiny random teacher and a tiny corpus (seconds per stage)."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from autodistill.errors import ConfigError, DistillError
+from autodistill.pipeline import load_config, run
+
+from test_distill_support import make_teacher_folder, tiny_docs
+
+TINY_SPACE = """
+name = "tiny"
+base = "mobilebert"
+[fields]
+num_hidden_layers = { choices = [1, 2] }
+hidden_size = { choices = [16, 32] }
+intra_bottleneck_size = { choices = [8, 16] }
+num_attention_heads = { choices = [1, 2] }
+intermediate_size = { choices = [16, 32] }
+[tied]
+embedding_size = "intra_bottleneck_size"
+[constraints]
+relations = ["intra_bottleneck_size <= hidden_size"]
+[objective]
+profile = "tpu_v4i"
+batch = 1
+seq = 32
+"""
+
+
+def _config(tmp: Path, teacher: Path, corpus: Path, **extra: str) -> Path:
+    (tmp / "space.toml").write_text(TINY_SPACE)
+    text = f"""
+[run]
+name = "tiny"
+[teacher]
+path = "{teacher}"
+[data]
+corpus = ["{corpus}"]
+seq_len = 32
+heldout_fraction = 0.2
+[search]
+space = "{tmp / 'space.toml'}"
+profile = "tpu_v4i"
+budget = 3
+batch_size = 1
+[flash]
+steps = 4
+batch_size = 4
+[full]
+steps = 4
+batch_size = 4
+top_k = 2
+baseline = {{ num_hidden_layers = 2, hidden_size = 32, embedding_size = 16, intra_bottleneck_size = 16, num_attention_heads = 2, intermediate_size = 16, num_feedforward_networks = 2, max_position_embeddings = 64 }}
+[confirm]
+profile = "cpu_generic"
+seq = 32
+{extra.get('confirm', '')}
+"""
+    p = tmp / "run.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipe")
+    teacher = make_teacher_folder(tmp / "teacher")
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    for i, d in enumerate(tiny_docs()[:12]):
+        (corpus / f"doc{i:02d}.txt").write_text(d.text)
+    return tmp, teacher, corpus
+
+
+@pytest.mark.slow
+def test_whole_job_runs_and_resumes_without_redoing_work(tiny_setup) -> None:
+    tmp, teacher, corpus = tiny_setup
+    cfg = load_config(_config(tmp, teacher, corpus))
+    out = tmp / "run1"
+    res = run(cfg, out, progress=False)
+    assert res.report_html.is_file() and res.report_md.is_file()
+    students = sorted(p.name for p in (out / "students").iterdir())
+    assert "baseline" in students and len(students) >= 2
+    for s in students:
+        r = json.loads((out / "students" / s / "result.json").read_text())
+        assert r["finished"] and r["status"] == "ok" and 0.0 <= r["mlm_accuracy"] <= 1.0
+        assert (out / "students" / s / "hf" / "config.json").is_file()
+    conf = json.loads((out / "confirm.json").read_text())
+    assert len(conf["students"]) == len(students)
+    assert all(c["measured_latency_s"] > 0 and c["est_latency_s"] > 0 for c in conf["students"])
+    md = res.report_md.read_text()
+    assert "baseline (ref)" in md and "bert-base (ref)" in md
+    # Resume: nothing is redone (same trials, same results, same measurements).
+    before = {s: (out / "students" / s / "result.json").read_text() for s in students}
+    t0 = time.perf_counter()
+    res2 = run(cfg, out, progress=False)
+    assert {s: (out / "students" / s / "result.json").read_text() for s in students} == before
+    assert json.loads((out / "confirm.json").read_text())["students"] == conf["students"]
+    assert res2.stages_run[-1] == "report"
+    assert time.perf_counter() - t0 < res.wall_time_s
+
+
+@pytest.mark.slow
+def test_resume_with_a_larger_budget_adds_trials(tiny_setup) -> None:
+    from autodistill.search.store import TrialStore
+
+    tmp, teacher, corpus = tiny_setup
+    out = tmp / "run2"
+    run(load_config(_config(tmp, teacher, corpus)), out, progress=False, stop_after="search")
+    with TrialStore(out / "search", create=False, readonly=True) as st:
+        assert st.n_finished == 3
+    cfg = load_config(_config(tmp, teacher, corpus), overrides={"search": {"budget": 4}})
+    run(cfg, out, progress=False, stop_after="search")
+    with TrialStore(out / "search", create=False, readonly=True) as st:
+        assert st.n_finished == 4
+
+
+def test_changed_config_is_refused_on_resume(tiny_setup) -> None:
+    tmp, teacher, corpus = tiny_setup
+    out = tmp / "run3"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(load_config(_config(tmp, teacher, corpus)).resume_key))
+    cfg = load_config(_config(tmp, teacher, corpus), overrides={"flash": {"steps": 6}})
+    with pytest.raises(ConfigError, match="different configuration"):
+        run(cfg, out, progress=False, stop_after="search")
+
+
+@pytest.mark.parametrize(
+    "section, values, match",
+    [
+        ("search", {"budget": 0}, r"\[search\] budget = 0 must be >= 1"),
+        ("search", {"executor": "dask"}, r"unknown executor 'dask'; valid choices: local, ray"),
+        ("search", {"mix_statistic": "p95_s"}, r"valid choices: mean_s, p50_s, p99_s"),
+        ("search", {"budgett": 3}, r"unknown key 'budgett' in \[search\]"),
+        ("flash", {"steps": "many"}, r"\[flash\] steps = 'many' must be of type int"),
+        ("confirm", {"tolerance": 0}, r"tolerance = 0 must be in \(0, 10\)"),
+        ("data", {"corpus": []}, r"corpus is empty"),
+    ],
+)
+def test_bad_config_values_are_clear_errors(section: str, values: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides={section: values})
+
+
+def test_bad_inputs_fail_before_any_work(tiny_setup, tmp_path: Path) -> None:
+    tmp, teacher, corpus = tiny_setup
+    with pytest.raises(DistillError, match="does not exist"):
+        run(load_config(_config(tmp, tmp / "no-teacher", corpus)), tmp_path / "a", progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DistillError):
+        run(load_config(_config(tmp, teacher, empty)), tmp_path / "b", progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = load_config(_config(tmp, teacher, corpus), overrides={"search": {"executor": "ray",
+                                                                          "address": f"127.0.0.1:{port}"}})
+    with pytest.raises(ConfigError, match="unreachable"):
+        run(cfg, tmp_path / "c", progress=False)
+    for d in ("a", "b", "c"):
+        assert not (tmp_path / d / "search").exists()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
