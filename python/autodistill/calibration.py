@@ -1,0 +1,741 @@
+"""Calibrating a hardware profile's efficiency terms from measurements.
+
+The cost model (``csrc/costmodel/model.h``) prices every op as::
+
+    max(padded_flops / (peak * ce[class]), vector_flops / (vector_peak * ce[vector]),
+        weight_bytes / (bw_w * me[class]) + act_bytes / (bw_a * me[class])) + overhead[class]
+
+plus one fixed overhead per inference. This module fits ``ce``, ``me`` and
+``overhead`` for each op class (matmul, attention, vector, gather) and the fixed
+overhead to a table of measurements (`autodistill.measure`):
+
+1. every measured case is turned into the cost-model ops it consists of
+   (`case_ops`: the C++ model's own breakdown for layers and whole students,
+   the same formulas for single-op micro-benchmarks);
+2. `predict` prices those ops for a vector of terms, vectorized in NumPy, and
+   agrees with `autodistill.costmodel.CostModel` to rounding (tested);
+3. `fit_terms` runs ``scipy.optimize.least_squares`` on ``log(predicted /
+   measured)`` with bounds (efficiencies in log space, overheads in
+   microseconds), from several starts, first on the micro-benchmarks and then on
+   micro-benchmarks plus the training split of whole students;
+4. `calibrate` reports on the held-out students with the shipped model itself
+   (``CostModel(profile.with_calibration(...))``): MAPE, share within +-10%,
+   Spearman and Kendall rank correlation, against the spec-only profile and the
+   measurement noise floor.
+
+`recalibrate(profile, measurements)` is the one call for refitting a profile
+from new measurements (for instance on-device confirmations of a few students).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from autodistill.arch import StudentArch
+from autodistill.errors import CalibrationError
+from autodistill.hardware import CLASS_TERMS, OP_CLASSES, Calibration, ClassTerms, HardwareProfile
+
+logger = logging.getLogger(__name__)
+
+#: Elementwise FLOPs per element, as in csrc/costmodel/model.cc.
+BIAS_FLOPS, RESIDUAL_FLOPS, SCALE_MASK_FLOPS, SOFTMAX_FLOPS = 1.0, 1.0, 2.0, 5.0
+LAYER_NORM_FLOPS = 8.0
+ACTIVATION_FLOPS = {"relu": 1.0, "gelu": 10.0, "gelu_new": 10.0, "tanh": 6.0, "silu": 5.0}
+
+#: The fitted vector: per class (ce, me, overhead), then the fixed overhead.
+PARAM_NAMES: tuple[str, ...] = tuple(f"{c}_{t}" for c in OP_CLASSES for t in CLASS_TERMS) + ("fixed_overhead_s",)
+_N_CLS = len(OP_CLASSES)
+_VEC = OP_CLASSES.index("vector")
+_US = 1e-6  # overheads are fitted in microseconds
+_EFF_BOUNDS = (1e-3, 10.0)
+_OV_MAX_US = 1e5  # 0.1 s per op
+_FIXED_MAX_US = 1e6
+
+#: Kinds whose measurements are fitted (peak/stream/vector_peak only set base rates).
+FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "layer", "student")
+MICRO_KINDS = FIT_KINDS[:-1]
+
+
+# ============================================================================================ cases -> ops
+@dataclass(frozen=True)
+class OpRow:
+    """One cost-model op, totals over its ``count`` instances (as `autodistill.costmodel.OpEstimate`)."""
+
+    op_class: str
+    count: float
+    flops: float
+    padded_flops: float
+    vector_flops: float
+    weight_bytes: float
+    act_bytes: float
+    weights_onchip: bool
+    acts_onchip: bool
+    name: str = ""
+
+
+def _pad(x: int, tile: float) -> float:
+    t = int(tile)
+    return float(-(-int(x) // t) * t)
+
+
+def _dense(hw: Mapping[str, float], m: int, k: int, n: int, epi: float, residual: bool, norm: bool,
+           bias: bool = True, name: str = "dense") -> OpRow:
+    db = hw["dtype_bytes"]
+    M, K, N = float(m), float(k), float(n)
+    wb = (K * N + (N if bias else 0.0) + (2.0 * N if norm else 0.0)) * db
+    ab = (M * K + M * N + (M * N if residual else 0.0)) * db
+    cap = 0.5 * hw["onchip_bytes"]
+    return OpRow("matmul", 1.0, 2.0 * M * K * N,
+                 2.0 * _pad(m, hw["tile_m"]) * _pad(k, hw["tile_k"]) * _pad(n, hw["tile_n"]),
+                 M * N * epi, wb, ab, wb <= cap, ab <= cap, name)
+
+
+def _attention_rows(hw: Mapping[str, float], b: int, heads: int, s: int, d: int) -> list[OpRow]:
+    db, cap = hw["dtype_bytes"], 0.5 * hw["onchip_bytes"]
+    B, S, D = float(b * heads), float(s), float(d)
+    sm, sn, sk = _pad(s, hw["tile_m"]), _pad(s, hw["tile_n"]), _pad(s, hw["tile_k"])
+    sc_ab = (2 * B * S * D + B * S * S) * db
+    cx_ab = (B * S * S + 2 * B * S * D) * db
+    return [
+        OpRow("attention", 1.0, 2 * B * S * D * S, 2 * B * sm * _pad(d, hw["tile_k"]) * sn, B * S * S * SCALE_MASK_FLOPS,
+              0.0, sc_ab, True, sc_ab <= cap, "attention_scores"),
+        _softmax_row(hw, B, S),
+        OpRow("attention", 1.0, 2 * B * S * S * D, 2 * B * sm * sk * _pad(d, hw["tile_n"]), 0.0, 0.0, cx_ab, True,
+              cx_ab <= cap, "attention_context"),
+    ]
+
+
+def _softmax_row(hw: Mapping[str, float], B: float, S: float) -> OpRow:
+    ab = 2 * B * S * S * hw["dtype_bytes"]
+    return OpRow("vector", 1.0, 0.0, 0.0, B * S * S * SOFTMAX_FLOPS, 0.0, ab, True, ab <= 0.5 * hw["onchip_bytes"],
+                 "softmax")
+
+
+def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dtype: str = "fp32") -> list[OpRow]:
+    """The cost-model ops one measured case consists of (see `autodistill.measure.Case` for params)."""
+    hw = profile.resolve(dtype)
+    p = params
+    if kind == "matmul":
+        return [_dense(hw, p["m"], p["k"], p["n"], 0.0, False, False, bias=False, name="matmul")]
+    if kind == "dense":
+        epi = BIAS_FLOPS + ACTIVATION_FLOPS[p["act"]] + (RESIDUAL_FLOPS if p["residual"] else 0.0) + (
+            LAYER_NORM_FLOPS if p["norm"] else 0.0)
+        return [_dense(hw, p["m"], p["k"], p["n"], epi, bool(p["residual"]), bool(p["norm"]))]
+    if kind == "attention":
+        return _attention_rows(hw, p["b"], p["heads"], p["s"], p["d"])
+    if kind == "softmax":
+        return [_softmax_row(hw, float(p["b"] * p["heads"]), float(p["s"]))]
+    if kind == "layernorm":
+        db = hw["dtype_bytes"]
+        ab = 2.0 * p["m"] * p["h"] * db
+        return [OpRow("vector", 1.0, 0.0, 0.0, LAYER_NORM_FLOPS * p["m"] * p["h"], 2.0 * p["h"] * db, ab, True,
+                      ab <= 0.5 * hw["onchip_bytes"], "layernorm")]
+    if kind == "gather":
+        M, H = float(p["b"] * p["s"]), float(p["h"])
+        ab = (M * H + 2 * M * H + M * H) * hw["dtype_bytes"]  # BERT embeddings: E = H, no projection
+        return [OpRow("gather", 1.0, 0.0, 0.0, M * H * (2.0 + LAYER_NORM_FLOPS), 0.0, ab, True,
+                      ab <= 0.5 * hw["onchip_bytes"], "embedding_gather")]
+    if kind in ("layer", "student"):
+        from autodistill.costmodel import CostModel
+
+        arch = StudentArch.from_dict(p["arch"])
+        est = CostModel(profile, dtype).estimate(arch, int(p["b"]), int(p["s"]))
+        return [OpRow(o.op_class, o.count, o.flops, o.padded_flops, o.vector_flops, o.weight_bytes, o.act_bytes,
+                      o.weights_onchip, o.acts_onchip, o.name)
+                for o in est.ops if not (kind == "layer" and o.name.startswith("embedding"))]
+    raise CalibrationError(f"no cost-model ops for case kind {kind!r}; fitted kinds: {', '.join(FIT_KINDS)}")
+
+
+# ============================================================================================ the predictor
+@dataclass
+class OpMatrix:
+    """The ops of many samples, flattened for vectorized pricing."""
+
+    sample: np.ndarray  # (n_ops,) int: which sample the op belongs to
+    cls: np.ndarray  # (n_ops,) int index into OP_CLASSES
+    count: np.ndarray
+    padded_flops: np.ndarray
+    vector_flops: np.ndarray
+    weight_bytes: np.ndarray
+    act_bytes: np.ndarray
+    weights_onchip: np.ndarray  # bool
+    acts_onchip: np.ndarray  # bool
+    n_samples: int
+
+    @classmethod
+    def from_ops(cls, per_sample: Sequence[Sequence[OpRow]]) -> "OpMatrix":
+        rows = [(i, r) for i, ops in enumerate(per_sample) for r in ops]
+        if not rows:
+            raise CalibrationError("no ops to fit: every sample is empty")
+
+        def col(f: Any, dt: Any = np.float64) -> np.ndarray:
+            return np.array([f(r) for _, r in rows], dtype=dt)
+
+        return cls(np.array([i for i, _ in rows], dtype=np.int64), col(lambda r: OP_CLASSES.index(r.op_class), np.int64),
+                   col(lambda r: r.count), col(lambda r: r.padded_flops), col(lambda r: r.vector_flops),
+                   col(lambda r: r.weight_bytes), col(lambda r: r.act_bytes), col(lambda r: r.weights_onchip, bool),
+                   col(lambda r: r.acts_onchip, bool), len(per_sample))
+
+    def subset(self, idx: Sequence[int]) -> "OpMatrix":
+        idx = np.asarray(idx, dtype=np.int64)
+        remap = -np.ones(self.n_samples, dtype=np.int64)
+        remap[idx] = np.arange(len(idx))
+        keep = remap[self.sample] >= 0
+        return OpMatrix(remap[self.sample[keep]], self.cls[keep], self.count[keep], self.padded_flops[keep],
+                        self.vector_flops[keep], self.weight_bytes[keep], self.act_bytes[keep],
+                        self.weights_onchip[keep], self.acts_onchip[keep], len(idx))
+
+
+def base_rates(profile: HardwareProfile, dtype: str = "fp32") -> dict[str, float]:
+    """The profile's base rates the efficiency terms scale (peak, vector peak, bandwidths)."""
+    hw = profile.resolve(dtype)
+    return {"peak": hw["peak_flops_per_s"], "vector_peak": hw["vector_flops_per_s"], "hbm": hw["hbm_bytes_per_s"],
+            "onchip": max(hw["onchip_bytes_per_s"], hw["hbm_bytes_per_s"])}
+
+
+def theta_of(profile: HardwareProfile) -> np.ndarray:
+    """The profile's current terms as a `PARAM_NAMES` vector (spec-only: efficiency 1, op_overhead_s)."""
+    out = []
+    for c in OP_CLASSES:
+        t = profile.class_terms(c)
+        out += [t.compute_efficiency, t.memory_efficiency, t.overhead_s]
+    return np.array(out + [profile.effective_fixed_overhead_s()], dtype=np.float64)
+
+
+def calibration_of(theta: Sequence[float], source: str = "fit", fitted: bool = True) -> Calibration:
+    """A `Calibration` from a `PARAM_NAMES` vector."""
+    th = [float(v) for v in theta]
+    terms = {c: ClassTerms(th[3 * i], th[3 * i + 1], th[3 * i + 2]) for i, c in enumerate(OP_CLASSES)}
+    return Calibration(terms=terms, fitted=fitted, fixed_overhead_s=th[-1], source=source)
+
+
+def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float]) -> np.ndarray:
+    """Latency (s) of every sample of ``mat`` under terms ``theta`` (`PARAM_NAMES` order)."""
+    th = np.asarray(theta, dtype=np.float64)
+    ce, me, ov = th[0:3 * _N_CLS:3], th[1:3 * _N_CLS:3], th[2:3 * _N_CLS:3]
+    c = mat.cls
+    compute = mat.padded_flops / (rates["peak"] * ce[c])
+    vector = mat.vector_flops / (rates["vector_peak"] * ce[_VEC])
+    bw_w = np.where(mat.weights_onchip, rates["onchip"], rates["hbm"])
+    bw_a = np.where(mat.acts_onchip, rates["onchip"], rates["hbm"])
+    memory = (mat.weight_bytes / bw_w + mat.act_bytes / bw_a) / me[c]
+    per_op = np.maximum(np.maximum(compute, vector), memory) + mat.count * ov[c]
+    return np.bincount(mat.sample, weights=per_op, minlength=mat.n_samples) + th[-1]
+
+
+# =================================================================================================== fitting
+def _to_x(theta: np.ndarray) -> np.ndarray:
+    x = np.empty_like(theta)
+    for i in range(_N_CLS):
+        x[3 * i] = math.log(theta[3 * i])
+        x[3 * i + 1] = math.log(theta[3 * i + 1])
+        x[3 * i + 2] = theta[3 * i + 2] / _US
+    x[-1] = theta[-1] / _US
+    return x
+
+
+def _to_theta(x: np.ndarray) -> np.ndarray:
+    th = np.empty_like(x)
+    for i in range(_N_CLS):
+        th[3 * i] = math.exp(x[3 * i])
+        th[3 * i + 1] = math.exp(x[3 * i + 1])
+        th[3 * i + 2] = x[3 * i + 2] * _US
+    th[-1] = x[-1] * _US
+    return th
+
+
+def _bounds() -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = [], []
+    for _ in OP_CLASSES:
+        lo += [math.log(_EFF_BOUNDS[0]), math.log(_EFF_BOUNDS[0]), 0.0]
+        hi += [math.log(_EFF_BOUNDS[1]), math.log(_EFF_BOUNDS[1]), _OV_MAX_US]
+    return np.array(lo + [0.0]), np.array(hi + [_FIXED_MAX_US])
+
+
+def _clip_x(x: np.ndarray) -> np.ndarray:
+    lo, hi = _bounds()
+    span = hi - lo
+    return np.clip(x, lo + 1e-9 * span, hi - 1e-9 * span)
+
+
+@dataclass
+class FitResult:
+    theta: np.ndarray
+    cost: float
+    rms_log_error: float
+    n_samples: int
+    starts: int
+    success: bool
+    message: str
+
+    def calibration(self, source: str) -> Calibration:
+        return calibration_of(self.theta, source=source)
+
+
+def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *,
+              theta0: Sequence[float] | None = None, weights: np.ndarray | None = None,
+              prior: Sequence[float] | None = None, prior_weight: float = 1e-6, starts: int = 6,
+              seed: int = 0, free: Sequence[str] | None = None) -> FitResult:
+    """Least-squares fit of the terms to ``measured`` seconds.
+
+    Minimizes ``sum w_i^2 log(pred_i / measured_i)^2`` plus a weak ridge pulling
+    each fitted coordinate (log efficiencies, overheads in microseconds, scaled)
+    toward ``prior`` (default ``theta0``), which keeps terms that no sample
+    constrains where they were. ``free`` names the `PARAM_NAMES` to fit (others
+    stay at ``theta0``). The best of ``starts`` runs (``theta0`` plus seeded
+    random starts) is returned.
+    """
+    from scipy.optimize import least_squares
+
+    measured = np.asarray(measured, dtype=np.float64)
+    if measured.shape != (mat.n_samples,):
+        raise CalibrationError(f"{mat.n_samples} samples but {measured.shape} measurements")
+    if not np.all(np.isfinite(measured) & (measured > 0)):
+        raise CalibrationError("measured times must be finite and > 0")
+    w = np.ones(mat.n_samples) if weights is None else np.asarray(weights, dtype=np.float64)
+    th0 = np.asarray(theta0 if theta0 is not None else [1.0, 1.0, 0.0] * _N_CLS + [0.0], dtype=np.float64)
+    th0 = _to_theta(_clip_x(_to_x(th0)))
+    x_prior = _to_x(np.asarray(prior, dtype=np.float64)) if prior is not None else _to_x(th0)
+    free_names = tuple(PARAM_NAMES) if free is None else tuple(free)
+    unknown = set(free_names) - set(PARAM_NAMES)
+    if unknown:
+        raise CalibrationError(f"unknown term(s) {sorted(unknown)}; valid: {list(PARAM_NAMES)}")
+    fi = np.array([PARAM_NAMES.index(n) for n in free_names], dtype=np.int64)
+    lo, hi = _bounds()
+    # ridge scale per coordinate: log-efficiency units; overheads per 10 us
+    scale = np.array([1.0, 1.0, 0.1] * _N_CLS + [0.1])
+    log_meas = np.log(measured)
+    sqrt_pw = math.sqrt(prior_weight) * math.sqrt(max(1.0, float(np.sum(w ** 2))))
+
+    def full_x(xf: np.ndarray, base: np.ndarray) -> np.ndarray:
+        x = base.copy()
+        x[fi] = xf
+        return x
+
+    def resid(xf: np.ndarray, base: np.ndarray) -> np.ndarray:
+        x = full_x(xf, base)
+        pred = predict(_to_theta(x), mat, rates)
+        r = w * (np.log(np.maximum(pred, 1e-30)) - log_meas)
+        return np.concatenate([r, sqrt_pw * scale[fi] * (xf - x_prior[fi])])
+
+    x0 = _to_x(th0)
+    rng = np.random.default_rng(seed)
+    inits = [x0[fi]]
+    for _ in range(max(0, starts - 1)):
+        xr = x0.copy()
+        for i in range(_N_CLS):
+            xr[3 * i] += rng.normal(0, 1.0)
+            xr[3 * i + 1] += rng.normal(0, 1.0)
+            xr[3 * i + 2] = rng.uniform(0, 50)
+        xr[-1] = rng.uniform(0, 200)
+        inits.append(_clip_x(xr)[fi])
+    best = None
+    for xi in inits:
+        r = least_squares(resid, xi, args=(x0,), bounds=(lo[fi], hi[fi]), method="trf", x_scale="jac",
+                          diff_step=1e-6, max_nfev=4000)
+        if best is None or r.cost < best.cost:
+            best = r
+    assert best is not None
+    theta = _to_theta(full_x(best.x, x0))
+    pred = predict(theta, mat, rates)
+    rms = float(np.sqrt(np.mean((np.log(pred) - log_meas) ** 2)))
+    return FitResult(theta, float(best.cost), rms, mat.n_samples, len(inits), bool(best.success), str(best.message))
+
+
+# ================================================================================================ reporting
+def accuracy(pred: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """MAPE, share within +-10%, worst error, Spearman and Kendall rank correlation of ``pred`` vs ``measured``."""
+    from scipy import stats
+
+    p = np.asarray(pred, dtype=np.float64)
+    m = np.asarray(measured, dtype=np.float64)
+    if p.shape != m.shape or p.size == 0:
+        raise CalibrationError(f"need equal, non-empty prediction and measurement arrays; got {p.shape}, {m.shape}")
+    ape = np.abs(p - m) / m
+    out = {"n": int(p.size), "mape": float(np.mean(ape)), "median_ape": float(np.median(ape)),
+           "max_ape": float(np.max(ape)), "within_10pct": float(np.mean(ape <= 0.10)),
+           "mean_ratio": float(np.exp(np.mean(np.log(p / m))))}
+    if p.size >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0:
+        out["spearman"] = float(stats.spearmanr(p, m).statistic)
+        out["kendall"] = float(stats.kendalltau(p, m).statistic)
+    else:
+        out["spearman"] = out["kendall"] = float("nan")
+    return out
+
+
+def noise_floor(df: "pd.DataFrame", time_col: str = "median_s") -> dict[str, float]:  # noqa: F821
+    """Spread of repeated measurements of the same case (rows sharing a ``name`` across ``repeat``s).
+
+    ``mape_vs_mean``: mean |x - mean| / mean over every repeated measurement, the
+    error a perfect model would still show; ``max_spread``: worst (max - min) / mean;
+    ``within_sample_rel_iqr``: median IQR/median of the samples inside one measurement.
+    """
+    out: dict[str, float] = {}
+    spread_col = "corrected_rel_spread" if time_col.startswith("corrected") else "rel_spread"
+    if spread_col in df.columns and len(df) and np.isfinite(df[spread_col].to_numpy(dtype=float)).any():
+        out["within_sample_rel_iqr"] = float(np.nanmedian(df[spread_col].to_numpy(dtype=float)))
+    if "repeat" not in df.columns:
+        return out
+    groups = [g[time_col].to_numpy(dtype=float) for _, g in df.groupby("name") if len(g) > 1]
+    if not groups:
+        return out
+    devs = np.concatenate([np.abs(g - g.mean()) / g.mean() for g in groups])
+    out.update(n_cases=len(groups), n_measurements=int(sum(len(g) for g in groups)),
+               mape_vs_mean=float(devs.mean()), max_spread=float(max(np.ptp(g) / g.mean() for g in groups)),
+               cv=float(np.mean([g.std(ddof=1) / g.mean() for g in groups])))
+    return out
+
+
+# ============================================================================================= measurements
+def _params(row: Mapping[str, Any]) -> dict[str, Any]:
+    p = row["params"]
+    return json.loads(p) if isinstance(p, str) else dict(p)
+
+
+def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str | None = None,  # noqa: F821
+                          description: str | None = None,
+                          time_col: str = "min_s") -> tuple[HardwareProfile, dict[str, float]]:
+    """``base`` with peak FLOP/s, vector FLOP/s and DRAM / cache bandwidth replaced by the suite's measurements.
+
+    Uses the fastest sample (``time_col``: ``min_s``, or ``corrected_min_s`` for
+    CPU-time-corrected tables; ``median_s`` when absent) of the ``peak`` (largest matmul), ``stream``
+    (a sum over fp32 arrays: the largest sets DRAM read bandwidth, the smallest
+    cache bandwidth) and ``vector_peak`` rows; fields without a row keep ``base``'s value.
+    """
+    got: dict[str, float] = {}
+    if "kind" in df.columns:
+        for kind in ("peak", "stream", "vector_peak"):
+            rows = df[(df["kind"] == kind) & (df.get("repeat", 0) == 0)]
+            if rows.empty:
+                continue
+            vals = []
+            for _, r in rows.iterrows():
+                p = _params(r)
+                t = float(r[time_col]) if time_col in r and math.isfinite(float(r[time_col])) else float(r["median_s"])
+                if kind == "peak":
+                    vals.append((0, 2.0 * p["m"] * p["k"] * p["n"] / t))
+                elif kind == "stream":
+                    vals.append((p["n"], 4.0 * p["n"] / t))  # fp32 bytes read
+                else:
+                    vals.append((0, 2.0 * p["depth"] * p["n"] / t))
+            if kind == "peak":
+                got["peak_flops_per_s"] = max(v for _, v in vals)
+            elif kind == "vector_peak":
+                got["vector_flops_per_s"] = max(v for _, v in vals)
+            else:
+                vals.sort()
+                got["hbm_bytes_per_s"] = vals[-1][1]
+                if len(vals) > 1:
+                    got["onchip_bytes_per_s"] = max(vals[0][1], got["hbm_bytes_per_s"])
+    kw: dict[str, Any] = {}
+    if "peak_flops_per_s" in got:
+        dt = base.default_dtype
+        kw["peak_flops_per_s"] = {**dict(base.peak_flops_per_s), dt: float(f"{got['peak_flops_per_s']:.4g}")}
+    for k in ("vector_flops_per_s", "hbm_bytes_per_s", "onchip_bytes_per_s"):
+        if k in got:
+            kw[k] = float(f"{got[k]:.4g}")
+    if name:
+        kw["name"] = name
+    if description is not None:
+        kw["description"] = description
+    return dataclasses.replace(base, calibration=None, path=None, **kw), got
+
+
+def table_ops(df: "pd.DataFrame", profile: HardwareProfile, dtype: str = "fp32") -> list[list[OpRow]]:  # noqa: F821
+    """`case_ops` of every row of a measurement table."""
+    return [case_ops(str(r["kind"]), _params(r), profile, dtype) for _, r in df.iterrows()]
+
+
+def collapse_passes(df: "pd.DataFrame", time_col: str = "median_s") -> tuple["pd.DataFrame", dict[str, float]]:  # noqa: F821
+    """One row per measured case (``case_id``, else name + repeat): the pass with the smallest ``time_col``.
+
+    Interference from other processes only ever slows a call down, so of
+    several passes over a case taken minutes apart the fastest is the best
+    estimate of its idle-machine time. Also returns the spread between passes
+    (mean and max of (slowest - fastest) / fastest over cases measured more than once).
+    """
+    if "pass" not in df.columns or df["pass"].nunique() <= 1:
+        return df, {}
+    key = df["case_id"] if "case_id" in df.columns else df["name"].astype(str) + "#" + df["repeat"].astype(str)
+    df = df.assign(_key=key.to_numpy())
+    keep = df.groupby("_key", sort=False)[time_col].idxmin()
+    g = df.groupby("_key")[time_col].agg(["min", "max", "count"])
+    g = g[g["count"] > 1]
+    spread = ((g["max"] - g["min"]) / g["min"]).to_numpy()
+    info = {"n_cases": int(len(g)), "mean_pass_spread": float(spread.mean()), "max_pass_spread": float(spread.max()),
+            "median_pass_spread": float(np.median(spread))} if len(g) else {}
+    return df.loc[sorted(keep.to_numpy())].drop(columns="_key").reset_index(drop=True), info
+
+
+def assign_splits(df: "pd.DataFrame", test_fraction: float = 0.4, seed: int = 0) -> "pd.DataFrame":  # noqa: F821
+    """Give students without a split a seeded train/test one (by case name, so repeats stay together)."""
+    df = df.copy()
+    if "split" not in df.columns:
+        df["split"] = ""
+    df["split"] = df["split"].fillna("").astype(str)
+    stud = df["kind"] == "student"
+    names = sorted(set(df.loc[stud & (df["split"] == ""), "name"]))
+    if names:
+        rng = np.random.default_rng(seed)
+        test = set(np.array(names)[rng.permutation(len(names))[:int(round(test_fraction * len(names)))]])
+        for n in names:
+            df.loc[stud & (df["name"] == n), "split"] = "test" if n in test else "train"
+    return df
+
+
+# ============================================================================================ calibration
+@dataclass
+class CalibrationReport:
+    """What `calibrate` found: the fitted profile and its accuracy on held-out whole students."""
+
+    profile: HardwareProfile
+    heldout: dict[str, float]  # calibrated profile on held-out students
+    heldout_spec: dict[str, float]  # the spec-only reference profile on the same students
+    heldout_base: dict[str, float]  # measured base rates, no calibration
+    train: dict[str, float]
+    micro: dict[str, float]
+    noise: dict[str, dict[str, float]]  # per time column: the fitted one, and wall-clock medians
+    flops_check: dict[str, float]
+    base_measured: dict[str, float]
+    fit: dict[str, Any]
+    predictions: "pd.DataFrame" = field(repr=False)  # noqa: F821
+
+    def summary(self) -> dict[str, Any]:
+        return {"profile": self.profile.name, "heldout": self.heldout, "heldout_spec_only": self.heldout_spec,
+                "heldout_measured_base_uncalibrated": self.heldout_base, "train": self.train, "micro": self.micro,
+                "noise_floor": self.noise, "flops_check": self.flops_check, "base_measured": self.base_measured,
+                "fit": self.fit,
+                "terms": {n: float(v) for n, v in zip(PARAM_NAMES, theta_of(self.profile))}}
+
+    def format(self) -> str:
+        def line(label: str, d: Mapping[str, float]) -> str:
+            if not d:
+                return f"{label:<34} (no samples)"
+            return (f"{label:<34} n={d['n']:<3d} MAPE={100 * d['mape']:6.2f}%  within10={100 * d['within_10pct']:5.1f}%  "
+                    f"spearman={d['spearman']:.4f}  kendall={d['kendall']:.4f}  max={100 * d['max_ape']:.1f}%  "
+                    f"bias={d['mean_ratio']:.3f}x")
+
+        out = [f"calibrated profile {self.profile.name}: {self.profile.calibration.source if self.profile.calibration else ''}",
+               line("held-out students, calibrated", self.heldout),
+               line("held-out students, spec-only", self.heldout_spec),
+               line("held-out, measured base, uncalib.", self.heldout_base),
+               line("training students, calibrated", self.train),
+               line("micro-benchmarks, calibrated", self.micro)]
+        for col, nf in self.noise.items():
+            if nf:
+                out.append(f"noise floor ({col}): " + ", ".join(f"{k}={v:.4g}" for k, v in nf.items()))
+        if self.fit.get("passes"):
+            out.append("between passes (fastest kept): " + ", ".join(
+                f"{k}={v:.4g}" for k, v in self.fit["passes"].items()))
+        if self.flops_check:
+            out.append("FLOPs check (model / XLA): " + ", ".join(f"{k}={v:.4g}" for k, v in self.flops_check.items()))
+        out.append("terms: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(PARAM_NAMES, theta_of(self.profile))))
+        return "\n".join(out)
+
+
+def _student_weights(kinds: np.ndarray, student_share: float) -> np.ndarray:
+    """Per-sample weights giving whole students ``student_share`` of the total squared weight."""
+    stud = kinds == "student"
+    n_s, n_m = int(stud.sum()), int((~stud).sum())
+    w = np.ones(len(kinds))
+    if n_s and n_m:
+        w2_s = student_share / n_s
+        w2_m = (1 - student_share) / n_m
+        w = np.where(stud, math.sqrt(w2_s), math.sqrt(w2_m)) * math.sqrt(len(kinds))
+    return w
+
+
+def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: str = "fp32",  # noqa: F821
+              spec_profile: HardwareProfile | None = None, measure_base: bool = True, seed: int = 0,
+              test_fraction: float = 0.4, student_share: float = 0.7, time_col: str = "median_s",
+              starts: int = 6, description: str | None = None) -> CalibrationReport:
+    """Fit ``base``'s terms to a measurement table and report on its held-out students.
+
+    Stage 1 fits the micro-benchmarks (single ops and encoder layers); stage 2
+    starts there and fits micro-benchmarks plus the training students, the
+    students weighted to ``student_share`` of the objective. Held-out students
+    (``split == "test"``) are never seen by the fit. Accuracy is computed with
+    `autodistill.costmodel.CostModel` on the returned profile.
+    """
+    from autodistill.costmodel import CostModel
+
+    if df.empty:
+        raise CalibrationError("no measurements to calibrate from")
+    if time_col not in df.columns:
+        raise CalibrationError(f"the measurement table has no {time_col!r} column")
+    df, pass_info = collapse_passes(df, time_col)
+    df = assign_splits(df, test_fraction, seed)
+    if measure_base:
+        prof0, got = measured_base_profile(base, df, name=name, description=description,
+                                           time_col="corrected_min_s" if time_col.startswith("corrected") else "min_s")
+    else:
+        prof0, got = dataclasses.replace(base, calibration=None, path=None, name=name,
+                                         description=description if description is not None else base.description), {}
+    rates = base_rates(prof0, dtype)
+    fit_df = df[df["kind"].isin(FIT_KINDS)].reset_index(drop=True)
+    if fit_df.empty:
+        raise CalibrationError(f"no rows of a fitted kind ({', '.join(FIT_KINDS)}) in the measurements")
+    first = fit_df[fit_df.get("repeat", 0) == 0] if "repeat" in fit_df.columns else fit_df
+    ops = table_ops(fit_df, prof0, dtype)
+    mat = OpMatrix.from_ops(ops)
+    meas = fit_df[time_col].to_numpy(dtype=float)
+    kinds = fit_df["kind"].to_numpy(dtype=object)
+    first_mask = np.zeros(len(fit_df), bool)
+    first_mask[first.index.to_numpy()] = True
+    micro_idx = np.flatnonzero(first_mask & (kinds != "student"))
+    train_idx = np.flatnonzero(first_mask & (kinds == "student") & (fit_df["split"].to_numpy() == "train"))
+    test_idx = np.flatnonzero(first_mask & (kinds == "student") & (fit_df["split"].to_numpy() == "test"))
+    theta0 = theta_of(prof0)
+    fit_info: dict[str, Any] = {"n_micro": int(len(micro_idx)), "n_train_students": int(len(train_idx)),
+                                "n_test_students": int(len(test_idx)), "seed": seed, "student_share": student_share,
+                                "time_col": time_col, "passes": pass_info}
+    if len(micro_idx):
+        r1 = fit_terms(mat.subset(micro_idx), meas[micro_idx], rates, theta0=theta0, starts=starts, seed=seed)
+        theta0 = r1.theta
+        fit_info["stage1_rms_log"] = r1.rms_log_error
+    stage2 = np.concatenate([micro_idx, train_idx])
+    if len(train_idx):
+        w = _student_weights(kinds[stage2], student_share)
+        r2 = fit_terms(mat.subset(stage2), meas[stage2], rates, theta0=theta0, weights=w, starts=starts, seed=seed + 1)
+        theta = r2.theta
+        fit_info["stage2_rms_log"] = r2.rms_log_error
+    elif len(micro_idx):
+        theta = theta0
+    else:
+        raise CalibrationError("nothing to fit: no micro-benchmarks and no training students")
+    source = (f"autodistill calibrate on {_first(df, 'device_kind')} ({_first(df, 'cpu')}) host {_first(df, 'host')} "
+              f"{_first(df, 'date')}; jax {_first(df, 'jax_version')}; {len(micro_idx)} micro-benchmarks + "
+              f"{len(train_idx)} training students, {len(test_idx)} held out (seed {seed})")
+    prof = prof0.with_calibration(calibration_of(theta, source=source), name=name)
+
+    # Everything below is priced by the shipped model (C++), not the fitting copy.
+    cm = CostModel(prof, dtype)
+    spec = spec_profile if spec_profile is not None else base
+    cm_spec = CostModel(spec, dtype)
+    cm_base = CostModel(prof0, dtype)
+    stud = fit_df[fit_df["kind"] == "student"]
+    rows = []
+    for i, r in stud.iterrows():
+        arch = StudentArch.from_dict(_params(r)["arch"])
+        b, s = int(_params(r)["b"]), int(_params(r)["s"])
+        rows.append({"name": r["name"], "split": r["split"], "repeat": int(r.get("repeat", 0)), "batch": b, "seq": s,
+                     "measured_s": float(r[time_col]), "predicted_s": cm.latency_s(arch, b, s),
+                     "spec_s": cm_spec.latency_s(arch, b, s), "base_s": cm_base.latency_s(arch, b, s),
+                     "fit_copy_s": float(predict(theta, mat.subset([i]), rates)[0])})
+    import pandas as pd
+
+    pred_df = pd.DataFrame(rows)
+    if len(pred_df):
+        gap = np.max(np.abs(pred_df["fit_copy_s"] / pred_df["predicted_s"] - 1))
+        if gap > 1e-6:
+            raise CalibrationError(f"fitting copy of the model disagrees with CostModel by {gap:.2e} (relative)")
+
+    def acc(mask: Any, col: str) -> dict[str, float]:
+        sub = pred_df[mask] if len(pred_df) else pred_df
+        return accuracy(sub[col], sub["measured_s"]) if len(sub) else {}
+
+    first_p = pred_df["repeat"] == 0 if len(pred_df) else []
+    test_m = (pred_df["split"] == "test") & first_p if len(pred_df) else []
+    train_m = (pred_df["split"] == "train") & first_p if len(pred_df) else []
+    micro_acc = accuracy(predict(theta, mat.subset(micro_idx), rates), meas[micro_idx]) if len(micro_idx) else {}
+    flops = _flops_check(stud[stud.get("repeat", 0) == 0] if "repeat" in stud.columns else stud, prof, dtype)
+    return CalibrationReport(prof, acc(test_m, "predicted_s"), acc(test_m, "spec_s"), acc(test_m, "base_s"),
+                             acc(train_m, "predicted_s"), micro_acc,
+                             {c: noise_floor(stud, c) for c in dict.fromkeys((time_col, "median_s")) if c in stud},
+                             flops, got, fit_info, pred_df)
+
+
+def _first(df: "pd.DataFrame", col: str) -> str:  # noqa: F821
+    if col in df.columns and len(df):
+        return str(df[col].iloc[0])
+    return "?"
+
+
+def _flops_check(stud: "pd.DataFrame", profile: HardwareProfile, dtype: str) -> dict[str, float]:  # noqa: F821
+    """Cost-model matmul FLOPs vs XLA's for every student that has XLA numbers."""
+    from autodistill.costmodel import CostModel
+
+    cm = CostModel(profile, dtype)
+    dot, tot = [], []
+    for _, r in stud.iterrows():
+        p = _params(r)
+        e = cm.estimate(StudentArch.from_dict(p["arch"]), int(p["b"]), int(p["s"]))
+        model_flops = e.flops
+        xd = float(r.get("xla_dot_flops", float("nan")))
+        xt = float(r.get("xla_flops", float("nan")))
+        if math.isfinite(xd) and xd > 0:
+            dot.append(model_flops / xd)
+        if math.isfinite(xt) and xt > 0:
+            tot.append(model_flops / xt)
+    out: dict[str, float] = {}
+    if dot:
+        out.update(n_dot=len(dot), dot_ratio_min=min(dot), dot_ratio_max=max(dot))
+    if tot:
+        out.update(n_total=len(tot), total_ratio_min=min(tot), total_ratio_max=max(tot))
+    return out
+
+
+# ============================================================================================ recalibration
+def _measurement_frame(measurements: Any) -> "pd.DataFrame":  # noqa: F821
+    import pandas as pd
+
+    from autodistill.measure import load_measurements
+
+    if isinstance(measurements, pd.DataFrame):
+        return measurements
+    if isinstance(measurements, (str, bytes)) or hasattr(measurements, "__fspath__"):
+        return load_measurements(measurements)
+    rows = []
+    for item in measurements:
+        if isinstance(item, Mapping):
+            arch, b, s, t = item["arch"], item["batch"], item["seq"], item["latency_s"]
+        else:
+            arch, b, s, t = item
+        arch = arch if isinstance(arch, StudentArch) else StudentArch.from_dict(arch)
+        rows.append({"kind": "student", "name": f"{arch.short_name()}-b{b}-s{s}",
+                     "params": json.dumps({"arch": arch.to_dict(), "b": int(b), "s": int(s)}), "median_s": float(t),
+                     "split": "train", "repeat": 0})
+    if not rows:
+        raise CalibrationError("no measurements given to recalibrate from")
+    return pd.DataFrame(rows)
+
+
+def recalibrate(profile: HardwareProfile, measurements: Any, *, dtype: str | None = None,
+                prior_weight: float = 0.05, student_share: float = 0.7, time_col: str = "median_s",
+                name: str | None = None, seed: int = 0) -> HardwareProfile:
+    """Refit ``profile``'s terms to new measurements; returns the recalibrated profile.
+
+    ``measurements`` is a measurement table (DataFrame or CSV/parquet path from
+    `autodistill.measure`), or an iterable of ``(StudentArch, batch, seq,
+    latency_s)`` tuples / ``{"arch", "batch", "seq", "latency_s"}`` dicts (e.g.
+    on-device confirmations). The fit starts from the profile's current terms
+    and is pulled toward them by ``prior_weight``, so a handful of measurements
+    adjusts the terms they inform and leaves the others alone. Base rates are
+    kept. Every fitted row is used (no held-out split).
+    """
+    df = _measurement_frame(measurements)
+    dtype = dtype or profile.default_dtype
+    fit_df = df[df["kind"].isin(FIT_KINDS)].reset_index(drop=True)
+    if fit_df.empty:
+        raise CalibrationError(f"no rows of a fitted kind ({', '.join(FIT_KINDS)}) to recalibrate from")
+    mat = OpMatrix.from_ops(table_ops(fit_df, profile, dtype))
+    meas = fit_df[time_col].to_numpy(dtype=float)
+    th0 = theta_of(profile)
+    w = _student_weights(fit_df["kind"].to_numpy(dtype=object), student_share)
+    r = fit_terms(mat, meas, base_rates(profile, dtype), theta0=th0, prior=th0, prior_weight=prior_weight,
+                  weights=w, starts=1, seed=seed)
+    old = profile.calibration.source if profile.calibration is not None else "spec"
+    src = f"recalibrated from {len(fit_df)} measurements (rms log error {r.rms_log_error:.3f}); previously: {old}"
+    return profile.with_calibration(calibration_of(r.theta, source=src[:500]), name=name or profile.name)
+
+
+__all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES", "accuracy", "assign_splits",
+           "collapse_passes",
+           "base_rates", "calibrate", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
+           "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]

@@ -1,0 +1,247 @@
+"""The ``calibrate`` subcommand: measure this device, fit a profile's terms, report held-out accuracy.
+
+    autodistill calibrate --device cpu --out profiles/cpu_local.toml
+    autodistill calibrate --device cpu --out profiles/x.toml --from-measurements profiles/cpu_local_measurements.csv
+
+By default the process is pinned to one core (``--cores 1``) and the fit uses
+per-call ``min(wall, process CPU time)``: on a shared machine that is the
+single-core latency an idle machine would show. Every case is measured in two
+passes (``--passes``) and the faster one kept. Measuring writes
+``<out stem>_measurements.csv`` beside the profile (every case with its
+environment fingerprint); ``--from-measurements`` refits from such a table
+without measuring. The profile's header comments record the held-out
+accuracy, the spec-only accuracy and the noise floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from autodistill.errors import CalibrationError
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "gpu", "tpu")
+TIME_COLUMNS = {"wall": "median_s", "corrected": "corrected_median_s"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone ``autodistill``-style parser holding only ``calibrate`` (for scripts and tests)."""
+    parser = argparse.ArgumentParser(prog="autodistill")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    register(sub)
+    return parser
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="measure this device and fit a hardware profile's efficiency terms",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--device", required=True, choices=DEVICES, help="JAX platform to measure")
+    p.add_argument("--out", required=True, help="where to write the calibrated profile (.toml); its stem names it")
+    p.add_argument("--base", default="cpu_generic",
+                   help="profile to start from and to report as the spec-only baseline (default: cpu_generic)")
+    p.add_argument("--suite", default="full", choices=("tiny", "small", "full"), help="micro-benchmark suite size")
+    p.add_argument("--students", type=int, default=None,
+                   help="whole students to measure (default: 64 for the full suite, 12 otherwise)")
+    p.add_argument("--test-fraction", type=float, default=0.4, help="share of students held out (default 0.4)")
+    p.add_argument("--student-sources", default="mobilebert,broad",
+                   help="comma-separated sources of students, drawn in turn: search-space names (their feasible "
+                        "pools) or 'broad' (BERT/MobileBERT shapes incl. LayerNorm, GELU, no bottleneck); "
+                        "default: mobilebert,broad")
+    p.add_argument("--noise-students", type=int, default=4, help="held-out students re-measured for the noise floor")
+    p.add_argument("--noise-repeats", type=int, default=3, help="extra measurements of each noise student")
+    p.add_argument("--budget-s", type=float, default=0.5, help="timing budget per case, seconds (default 0.5)")
+    p.add_argument("--passes", type=int, default=2,
+                   help="measure every case this many times, in independently shuffled orders; the fit uses "
+                        "each case's fastest pass (default 2)")
+    p.add_argument("--quiet-threshold", type=float, default=None,
+                   help="before timing a case, wait until other processes use fewer CPU cores than this "
+                        "(negative: never wait; default: 0.5, or never with --cores 1)")
+    p.add_argument("--max-wait-s", type=float, default=20.0, help="longest wait for quiet per case (default 20)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="re-time a case up to this many times when others' load exceeded the threshold")
+    p.add_argument("--cores", type=int, default=1,
+                   help="cpu only: pin the process to this many of the least busy cores before JAX starts "
+                        "(default 1; 0: all). With 1, XLA runs every op on one thread and process CPU time is "
+                        "the idle-core latency even on a busy machine; the profile then describes one core. "
+                        "More cores need a quiet machine (see --quiet-threshold)")
+    p.add_argument("--time", default=None, choices=("wall", "corrected"),
+                   help="which time to fit: wall-clock medians, or per call min(wall, process CPU time), which "
+                        "drops waits for a core another process held (default: corrected on cpu, else wall)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the suite, the split and the fit starts")
+    p.add_argument("--dtype", default="fp32", help="profile dtype the fit is for (JAX runs float32)")
+    p.add_argument("--measurements", default=None,
+                   help="where to write the measurement table (default: <out stem>_measurements.csv)")
+    p.add_argument("--from-measurements", default=None, metavar="CSV",
+                   help="refit from a saved measurement table instead of measuring")
+    p.add_argument("--no-measure-base", action="store_true",
+                   help="keep the base profile's peak/bandwidths instead of the measured ones")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_calibrate)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.suffix != ".toml":
+        raise CalibrationError(f"--out {args.out!r} must end in .toml")
+    if not 0.0 < args.test_fraction < 1.0:
+        raise CalibrationError(f"--test-fraction {args.test_fraction} must be in (0, 1)")
+    if args.students is not None and args.students < 0:
+        raise CalibrationError(f"--students {args.students} must be >= 0")
+    if args.noise_students < 0 or args.noise_repeats < 0:
+        raise CalibrationError("--noise-students and --noise-repeats must be >= 0")
+    if args.cores < 0:
+        raise CalibrationError(f"--cores {args.cores} must be >= 0 (0: all cores)")
+    if not args.max_wait_s >= 0:
+        raise CalibrationError(f"--max-wait-s {args.max_wait_s} must be >= 0")
+    if args.passes < 1:
+        raise CalibrationError(f"--passes {args.passes} must be >= 1")
+    if not args.budget_s > 0:
+        raise CalibrationError(f"--budget-s {args.budget_s} must be > 0")
+    if args.from_measurements is not None and not Path(args.from_measurements).is_file():
+        raise CalibrationError(f"--from-measurements file {args.from_measurements!r} does not exist")
+    if args.measurements is not None and Path(args.measurements).suffix not in (".csv", ".parquet"):
+        raise CalibrationError(f"--measurements {args.measurements!r} must end in .csv or .parquet")
+
+
+def measurements_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}_measurements.csv")
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from autodistill.calibration import calibrate
+    from autodistill.hardware import load_profile
+
+    _check_args(args)
+    base = load_profile(args.base)
+    if args.dtype not in base.peak_flops_per_s:
+        raise CalibrationError(f"--dtype {args.dtype!r} has no peak in profile {base.name!r}; "
+                               f"valid: {', '.join(base.dtypes)}")
+    if args.from_measurements is not None:
+        from autodistill.measure import load_measurements
+
+        df = load_measurements(args.from_measurements)
+    else:
+        df = measure_device(args)
+        path = Path(args.measurements) if args.measurements else measurements_path(args.out)
+        from autodistill.measure import save_measurements
+
+        save_measurements(df, path)
+        print(f"wrote {len(df)} measurements to {path}", file=sys.stderr)
+    name = Path(args.out).stem
+    time_col = TIME_COLUMNS[args.time or ("corrected" if args.device == "cpu" else "wall")]
+    if time_col not in df.columns:
+        raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
+    rep = calibrate(df, base, name=name, dtype=args.dtype, seed=args.seed, test_fraction=args.test_fraction,
+                    time_col=time_col,
+                    measure_base=not args.no_measure_base,
+                    description=describe_measurements(df, args.device))
+    write_profile(rep, args.out)
+    if args.json:
+        print(json.dumps(rep.summary(), indent=2, default=float))
+    else:
+        print(rep.format())
+        print(f"wrote {args.out}")
+    return 0
+
+
+def describe_measurements(df, device: str) -> str:
+    def first(col: str) -> str:
+        return str(df[col].iloc[0]) if col in df.columns and len(df) else "?"
+
+    aff = first("cpu_affinity")
+    n = len([c for c in aff.split(",") if c.strip()]) if aff not in ("?", "", "nan") else 0
+    where = f"{first('cpu')}" + (f", {n} core(s) [{aff}]" if device == "cpu" and n else "")
+    flags = first("xla_flags")
+    return (f"this machine's {device.upper()} ({where}), JAX {first('jax_version')}"
+            + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "") + "; calibrated by `autodistill calibrate`")
+
+
+def measure_device(args: argparse.Namespace):  # -> pd.DataFrame
+    """Run the micro suite, the students and the noise repeats on ``args.device``, in a seeded shuffled order."""
+    import dataclasses
+
+    import numpy as np
+
+    from autodistill.measure import (RunOptions, get_device, micro_suite, models_available, pin_cores, run_cases,
+                                     student_suite)
+
+    if args.device == "cpu" and args.cores > 0:
+        cores = pin_cores(args.cores)
+        print(f"pinned to core(s) {sorted(cores)}", file=sys.stderr)
+    device = get_device(args.device)
+    n_students = args.students if args.students is not None else (64 if args.suite == "full" else 12)
+    if n_students and not models_available():
+        raise CalibrationError("measuring whole students needs autodistill.models (the Flax student); "
+                               "pass --students 0 to calibrate on micro-benchmarks only")
+    cases = micro_suite(args.suite, seed=args.seed)
+    sources = [x.strip() for x in args.student_sources.split(",") if x.strip()]
+    students = (student_suite(n_students, seed=args.seed, test_fraction=args.test_fraction, sources=sources)
+                if n_students else [])
+    rng = np.random.default_rng(args.seed)
+    base_kinds = ("peak", "stream", "vector_peak")
+    rest = [c for c in cases if c.kind not in base_kinds] + students
+    order = [c for c in cases if c.kind in base_kinds] + [rest[i] for i in rng.permutation(len(rest))]
+    held = [c for c in students if c.split == "test"][:args.noise_students]
+    n0 = len(order)
+    for k in range(args.noise_repeats, 0, -1):  # re-measure at evenly spaced points: drift counts as noise
+        at = n0 * k // args.noise_repeats
+        order[at:at] = [dataclasses.replace(c, repeat=k) for c in held]
+    n_base = sum(c.kind in base_kinds for c in cases)
+    first = order[n_base:]
+    for p in range(1, args.passes):  # further passes over everything but the base rates, reshuffled
+        order += [dataclasses.replace(first[i], pass_=p) for i in rng.permutation(len(first))]
+    t0 = time.perf_counter()
+
+    def progress(i: int, n: int, row: dict) -> None:
+        logger.info("[%d/%d %.0fs] %s %.3g ms (spread %.1f%%, n=%d, compile %.1fs)", i + 1, n,
+                    time.perf_counter() - t0, row["name"], 1e3 * row["median_s"], 100 * row["rel_spread"], row["n"],
+                    row["compile_s"])
+        if (i + 1) % 20 == 0 or i + 1 == n:
+            print(f"measured {i + 1}/{n} cases in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+
+    quiet = args.quiet_threshold
+    if quiet is None:
+        quiet = -1.0 if (args.device == "cpu" and args.cores == 1) else 0.5
+    opts = RunOptions(budget_s=args.budget_s, quiet_threshold=None if quiet < 0 else quiet,
+                      max_wait_s=args.max_wait_s, retries=max(0, args.retries),
+                      spread_on="corrected" if args.device == "cpu" else "wall")
+    return run_cases(order, device=device, opts=opts, progress=progress)
+
+
+def write_profile(rep, out: str | Path) -> Path:
+    """Save the calibrated profile with the report as header comments (atomic; round-trip checked)."""
+    import tomllib
+
+    from autodistill.hardware import profile_from_dict, save_profile
+
+    out = Path(out)
+    save_profile(rep.profile, out)  # validates and writes atomically
+    h, s = rep.heldout, rep.heldout_spec
+    lines = [f"# Calibrated: {rep.profile.calibration.source}.",
+             f"# Fitted times: {rep.fit.get('time_col', 'median_s')} (median per case"
+             + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
+    if rep.base_measured:
+        lines.append("# Base rates measured on this device: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in rep.base_measured.items()) + "; other base fields from the base profile.")
+    if h:
+        lines.append(f"# Held-out students (n={h['n']}): MAPE {100 * h['mape']:.2f}%, within +-10% "
+                     f"{100 * h['within_10pct']:.1f}%, Spearman {h['spearman']:.4f}, Kendall {h['kendall']:.4f}.")
+    if s:
+        lines.append(f"# Spec-only base profile on the same students: MAPE {100 * s['mape']:.1f}%, within +-10% "
+                     f"{100 * s['within_10pct']:.1f}%, Spearman {s['spearman']:.4f}.")
+    for col, nf in rep.noise.items():
+        if nf:
+            lines.append(f"# Noise floor ({col}): " + ", ".join(f"{k}={v:.4g}" for k, v in nf.items()) + ".")
+    text = "\n".join(lines) + "\n" + out.read_text(encoding="utf-8")
+    profile_from_dict(tomllib.loads(text), source=str(out))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
