@@ -102,7 +102,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                "executor": str, "address": str, "searcher": str, "serving_mix": list, "mix_statistic": str},
     "flash": {"steps": int, "batch_size": int},
     "full": {"steps": int, "batch_size": int, "top_k": int, "baseline": (str, dict)},
-    "confirm": {"device": str, "profile": str, "batch": int, "seq": int, "tolerance": float, "enabled": bool},
+    "confirm": {"device": str, "profile": str, "batch": int, "seq": int, "tolerance": float, "enabled": bool,
+                "cores": int},
     "glue": {"tasks": list, "steps": int, "batch_size": int, "glue_dir": str},
 }
 
@@ -530,9 +531,10 @@ def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
     rows = None
     if prev is not None and [p["name"] for p in prev["students"]] == [n for n, _ in students] \
             and prev["batch"] == batch and prev["seq"] == seq:
-        rows = [{"median_s": p["measured_latency_s"], "rel_spread": p["measured_spread"]} for p in prev["students"]]
+        rows = [{"latency_s": p["measured_latency_s"], "rel_spread": p["measured_spread"]} for p in prev["students"]]
     rep = confirm(students, prof, batch=batch, seq=seq, device=cfg.get("confirm", "device", "cpu"),
-                  tolerance=cfg.get("confirm", "tolerance", 0.10), measurements=rows)
+                  tolerance=cfg.get("confirm", "tolerance", 0.10), cores=cfg.get("confirm", "cores", 1),
+                  measurements=rows)
     out = {"device": rep.device, "profile": rep.profile, "batch": batch, "seq": seq, "tolerance": rep.tolerance,
            "summary": rep.summary(), "note": rep.note,
            "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,

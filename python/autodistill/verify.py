@@ -72,7 +72,7 @@ class ConfirmationReport:
 
 def measure_student(arch: StudentArch, batch: int, seq: int, *, device: str = "cpu", budget_s: float = 2.0,
                     seed: int = 0) -> dict[str, Any]:
-    """Time one forward pass of ``arch`` (random weights, float32) on ``device``; a measurement-table row."""
+    """Time one forward pass of ``arch`` (random weights, float32) on ``device`` in this process."""
     from autodistill import measure
 
     dev = measure.get_device(device)
@@ -82,25 +82,66 @@ def measure_student(arch: StudentArch, batch: int, seq: int, *, device: str = "c
     return measure.measure_case(case, device=dev, opts=opts)
 
 
+_CHILD = r"""
+import json, sys
+req = json.loads(sys.stdin.read())
+from autodistill import measure
+if req["device"] == "cpu" and req["cores"] > 0:
+    measure.pin_cores(req["cores"])   # before JAX starts: XLA sizes its thread pool to these cores
+from autodistill.arch import StudentArch
+from autodistill.verify import measure_student
+rows = [measure_student(StudentArch.from_dict(a), req["batch"], req["seq"], device=req["device"],
+                        budget_s=req["budget_s"]) for a in req["archs"]]
+print("@@ROWS@@" + json.dumps(rows, default=str))
+"""
+
+
+def measure_students(archs: Sequence[StudentArch], batch: int, seq: int, *, device: str = "cpu",
+                     budget_s: float = 2.0, cores: int = 1, timeout_s: float = 1800.0) -> list[dict[str, Any]]:
+    """Time ``archs`` in a fresh process, as `autodistill calibrate` does.
+
+    On the CPU the child is pinned to ``cores`` of the least busy cores before JAX starts, so its
+    times are comparable with a profile calibrated the same way (``cores=1`` for ``cpu_local``)
+    and not disturbed by training threads of this process. Each row gains ``latency_s``: the
+    load-corrected median on a pinned CPU, else the wall-clock median.
+    """
+    import json
+    import subprocess
+    import sys
+
+    req = {"archs": [a.to_dict() for a in archs], "batch": int(batch), "seq": int(seq), "device": device,
+           "budget_s": float(budget_s), "cores": int(cores)}
+    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True,
+                          timeout=timeout_s)
+    if proc.returncode != 0 or "@@ROWS@@" not in proc.stdout:
+        raise ConfigError(f"measuring on device {device!r} failed: {proc.stderr.strip()[-2000:]}")
+    rows = json.loads(proc.stdout.rsplit("@@ROWS@@", 1)[1])
+    pinned = device == "cpu" and cores > 0
+    for r in rows:
+        corrected = r.get("corrected_median_s")
+        r["latency_s"] = float(corrected) if pinned and corrected not in (None, "nan") else float(r["median_s"])
+    return rows
+
+
 def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfile, *, batch: int = 1,
-            seq: int = 128, device: str = "cpu", tolerance: float = 0.10, budget_s: float = 2.0,
+            seq: int = 128, device: str = "cpu", tolerance: float = 0.10, budget_s: float = 2.0, cores: int = 1,
             measurements: Sequence[dict[str, Any]] | None = None) -> ConfirmationReport:
     """Measure ``students`` on ``device``; recalibrate ``profile`` when an error exceeds ``tolerance``.
 
-    ``measurements`` (rows from `measure_student`, same order) skips the timing, e.g. on resume.
+    ``measurements`` (rows with ``latency_s``, same order) skips the timing, e.g. on resume.
     """
     from autodistill.costmodel import CostModel
 
     if not 0.0 < tolerance < 10.0:
         raise ConfigError(f"tolerance={tolerance} must be in (0, 10)")
-    rows = list(measurements) if measurements is not None else [
-        measure_student(a, batch, seq, device=device, budget_s=budget_s) for _, a in students]
+    rows = list(measurements) if measurements is not None else measure_students(
+        [a for _, a in students], batch, seq, device=device, budget_s=budget_s, cores=cores)
     if len(rows) != len(students):
         raise ConfigError(f"{len(rows)} measurements for {len(students)} students")
     dtype = "fp32" if "fp32" in profile.peak_flops_per_s else profile.default_dtype
     cm = CostModel(profile, dtype)
     est = [cm.latency_s(a, batch, seq) for _, a in students]
-    meas = [float(r["median_s"]) for r in rows]
+    meas = [float(r["latency_s"]) for r in rows]
     errors = [e / m - 1.0 for e, m in zip(est, meas)]
     recal = None
     rejected = ""
@@ -126,4 +167,4 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
     return ConfirmationReport(device, profile.name, tolerance, out, recal, rejected)
 
 
-__all__ = ["Confirmation", "ConfirmationReport", "confirm", "measure_student"]
+__all__ = ["Confirmation", "ConfirmationReport", "confirm", "measure_student", "measure_students"]
