@@ -186,9 +186,7 @@ def test_config_validation():
 
 
 @pytest.mark.slow
-def test_overhead_per_iteration_on_a_100k_pool(request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("slow (~30 s): run with -m slow")
+def test_overhead_per_iteration_on_a_100k_pool():
     big = build_pool(load_space("mobilebert"))
     assert len(big) >= 100_000
     eng = SearchEngine(big, EngineConfig(seed=0))

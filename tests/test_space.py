@@ -149,6 +149,22 @@ def test_pool_round_trips_and_encoding(minilm_pool):
     assert np.allclose(lo + E[:, -1] * (hi - lo), np.log(pool.latency_s))
 
 
+def test_shape_features_in_the_encoding():
+    space = load_space("mobilebert")
+    pool = build_pool(space, max_candidates=3000)
+    names = pool.encoding_names
+    assert {"log2_head_size", "log2_ffn_width", "log2_bottleneck_ratio"} <= set(names)
+    hs = pool.features[:, COL["intra_bottleneck_size"]] / pool.features[:, COL["num_attention_heads"]]
+    j = names.index("log2_head_size")
+    assert np.corrcoef(pool.encoded[:, j], np.log2(hs))[0, 1] > 0.999999
+    plain = build_pool(space, max_candidates=3000, shape_features=False)
+    assert not any(n.startswith("log2_") for n in plain.encoding_names)
+    # a copy of a searched field is not added twice: with heads fixed, head size is just the width
+    d = {"name": "w", "base": "mobilebert", "fields": {"intra_bottleneck_size": [64, 128, 256]},
+         "objective": {"profile": "tpu_v4i"}}
+    assert "log2_head_size" not in build_pool(space_from_dict(d)).encoding_names
+
+
 def test_sampling_when_the_product_is_large():
     space = load_space("mobilebert")
     p1 = build_pool(space, max_candidates=5000, seed=3)

@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--evaluator", default="synthetic",
                    help="'synthetic' or package.module:factory returning an Evaluator")
     p.add_argument("--noise-sd", type=float, default=0.003, help="synthetic evaluator noise (accuracy units)")
-    p.add_argument("--n-initial", type=int, default=8, help="initial design size")
+    p.add_argument("--n-initial", type=int, default=6, help="initial design size")
     p.add_argument("--min-accuracy", type=float, help="outcome constraint: accuracy >= this")
     p.add_argument("--ref-accuracy", type=float, help="hypervolume reference accuracy (default: inferred)")
     p.add_argument("--ref-latency-s", type=float, help="hypervolume reference latency (default: inferred)")

@@ -699,6 +699,20 @@ def _derived(name: str, features: np.ndarray, params: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- candidate pool
+def _true_hidden(F: np.ndarray) -> np.ndarray:
+    return np.where(F[:, _COL["use_bottleneck"]] > 0, F[:, _COL["intra_bottleneck_size"]], F[:, _COL["hidden_size"]])
+
+
+#: Derived architecture descriptors added to the GP encoding when they vary and are not a copy of a
+#: searched field: attention head size (true_hidden / heads), total FFN width (intermediate x stacked
+#: FFNs) and the bottleneck ratio (hidden / true_hidden), all log2.
+_SHAPE_FEATURES: tuple[tuple[str, Any], ...] = (
+    ("log2_head_size", lambda F: np.log2(_true_hidden(F) / F[:, _COL["num_attention_heads"]])),
+    ("log2_ffn_width", lambda F: np.log2(F[:, _COL["intermediate_size"]] * F[:, _COL["num_feedforward_networks"]])),
+    ("log2_bottleneck_ratio", lambda F: np.log2(F[:, _COL["hidden_size"]] / _true_hidden(F))),
+)
+
+
 @dataclass(frozen=True, eq=False)
 class CandidatePool:
     """The feasible architectures of a space, with cost-model latency of the objective workload.
@@ -710,6 +724,7 @@ class CandidatePool:
         num_parameters: ``n`` float64 parameter counts.
         latency_s: ``n`` float64 cost-model latency of the objective workload (None without a profile).
         stats: how many candidates survive each filter, in order.
+        shape_features: add `_SHAPE_FEATURES` (log head size, FFN width, bottleneck ratio) to `encoded`.
     """
 
     space: SearchSpace
@@ -724,6 +739,7 @@ class CandidatePool:
     dtype: str | None
     stats: Mapping[str, int]
     sampled: bool = False
+    shape_features: bool = True
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -759,20 +775,31 @@ class CandidatePool:
 
     # ------------------------------------------------------------ GP encoding
     @functools.cached_property
-    def _encoding_spec(self) -> tuple[tuple[str, ...], list[tuple[int, str, float, float]]]:
-        """Columns: (feature column, transform, lo, hi) for varying searched fields, then derived."""
-        names: list[str] = []
-        cols: list[tuple[int, str, float, float]] = []
+    def _encoding_spec(self) -> list[tuple[str, Any, float, float]]:
+        """Columns ``(name, raw(features) -> values, lo, hi)``; the encoding is ``(raw - lo) / (hi - lo)``.
+
+        Varying searched fields (integers on a log2 scale, others as their index), then the shape
+        features (`shape_features`), then log parameters and log latency (always last).
+        """
+        cols: list[tuple[str, Any, float, float]] = []
         for f in self.space.fields:
             if len(f.values) < 2:
                 continue
+            c = _COL[f.name]
+            raw = (lambda F, c=c: np.log2(F[:, c])) if _kind(f.name) == "int" else (lambda F, c=c: F[:, c])
             nums = f.numeric
-            tr = "log2" if _kind(f.name) == "int" else "lin"
-            t = np.log2(nums) if tr == "log2" else nums
-            lo, hi = float(t.min()), float(t.max())
-            names.append(f.name)
-            cols.append((_COL[f.name], tr, lo, hi))
-        return tuple(names), cols
+            v = np.log2(nums) if _kind(f.name) == "int" else nums
+            cols.append((f.name, raw, float(v.min()), float(v.max())))
+        if self.shape_features and len(self):
+            existing = [raw(self.features) for _, raw, _, _ in cols]
+            for name, raw in _SHAPE_FEATURES:
+                v = raw(self.features)
+                if v.max() - v.min() < 1e-9:
+                    continue
+                if any(e.std() > 0 and abs(np.corrcoef(v, e)[0, 1]) > 0.9999 for e in existing):
+                    continue  # a rescaled copy of a searched field
+                cols.append((name, raw, float(v.min()), float(v.max())))
+        return cols
 
     @functools.cached_property
     def _derived_bounds(self) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -785,8 +812,8 @@ class CandidatePool:
 
     @property
     def encoding_names(self) -> tuple[str, ...]:
-        """Column names of `encoded`: varying searched fields, then log params, then log latency (last)."""
-        return self._encoding_spec[0] + ("log_num_parameters", "log_latency_s")
+        """Column names of `encoded`: varying searched fields, shape features, log params, log latency (last)."""
+        return tuple(c[0] for c in self._encoding_spec) + ("log_num_parameters", "log_latency_s")
 
     @property
     def log_latency_bounds(self) -> tuple[float, float]:
@@ -795,16 +822,15 @@ class CandidatePool:
 
     def encode(self, features: np.ndarray, num_parameters: np.ndarray, latency_s: np.ndarray) -> np.ndarray:
         """GP inputs of arbitrary rows, ``n x d`` in [0, 1] (clipped outside the pool's bounds)."""
-        _, cols = self._encoding_spec
+        cols = self._encoding_spec
         out = np.empty((features.shape[0], len(cols) + 2), dtype=np.float64)
-        for j, (c, tr, lo, hi) in enumerate(cols):
-            x = features[:, c]
-            x = np.log2(x) if tr == "log2" else x
-            out[:, j] = (x - lo) / (hi - lo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j, (_, raw, lo, hi) in enumerate(cols):
+                out[:, j] = (raw(features) - lo) / (hi - lo)
         (plo, phi), (llo, lhi) = self._derived_bounds
         out[:, -2] = (np.log(num_parameters) - plo) / (phi - plo)
         out[:, -1] = (np.log(latency_s) - llo) / (lhi - llo)
-        return np.clip(out, 0.0, 1.0)
+        return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
 
     @functools.cached_property
     def encoded(self) -> np.ndarray:
@@ -816,7 +842,7 @@ class CandidatePool:
 
 def build_pool(space: SearchSpace, profile: str | None = None, *, batch: int | None = None, seq: int | None = None,
                dtype: str | None = None, max_candidates: int = 1_000_000, seed: int = 0,
-               threads: int = 0) -> CandidatePool:
+               threads: int = 0, shape_features: bool = True) -> CandidatePool:
     """Enumerate (or sample) the feasible candidates of ``space`` and score them.
 
     Args:
@@ -826,6 +852,7 @@ def build_pool(space: SearchSpace, profile: str | None = None, *, batch: int | N
         max_candidates: the product is enumerated when it has at most this many combinations,
             else this many distinct combinations are sampled uniformly (seeded).
         threads: cost-model threads (0 = all cores).
+        shape_features: include derived shape descriptors in the GP encoding (see `CandidatePool`).
 
     Raises:
         SearchError: when no candidate survives, naming the filter that emptied the pool.
@@ -914,7 +941,7 @@ def build_pool(space: SearchSpace, profile: str | None = None, *, batch: int | N
         lat_obj = cost_model(profile, dtype).estimate_batch(feats, batch, seq, threads=threads)
     pool = CandidatePool(space=space, features=feats, value_index=vidx, codes=codes, num_parameters=params,
                          latency_s=lat_obj, profile=profile, batch=int(batch), seq=int(seq), dtype=dtype,
-                         stats=stats, sampled=sampled)
+                         stats=stats, sampled=sampled, shape_features=shape_features)
     _spot_check(pool, seed)
     logger.info("space %s: %d feasible candidates (%s)", space.name, len(pool), stats)
     return pool

@@ -153,9 +153,16 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
     if resumed:
         diff = sorted(k for k in pinned if old["pinned"].get(k) != _roundtrip(pinned[k]))
         if diff:
-            raise SearchError(f"store {st.db_path} was created with different {', '.join(diff)}: "
-                              f"stored {({k: old['pinned'].get(k) for k in diff})}; resume with the same arguments "
-                              f"or use a new --store")
+            details = []
+            for k in diff:
+                was, now = old["pinned"].get(k), _roundtrip(pinned[k])
+                if isinstance(was, dict) and isinstance(now, dict):
+                    details += [f"{k}.{kk}: stored {was.get(kk)!r}, now {now.get(kk)!r}"
+                                for kk in sorted(set(was) | set(now)) if was.get(kk) != now.get(kk)]
+                else:
+                    details.append(f"{k}: stored {was!r}, now {now!r}")
+            raise SearchError(f"store {st.db_path} was created with different {', '.join(diff)} "
+                              f"({'; '.join(details)[:600]}); resume with the same arguments or use a new --store")
         if old.get("cost_model_version") != cm_version:
             logger.warning("store %s was started with cost model %s; this is %s (each trial records its own)",
                            st.db_path, old.get("cost_model_version"), cm_version)
