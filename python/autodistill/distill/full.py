@@ -156,6 +156,23 @@ class FullResult:
         return d
 
 
+def _pack_empty(tree: Any) -> Any:
+    """Orbax cannot save zero-size arrays (MobileBERT's extra MLM rows when hidden == embedding):
+    stand a one-element placeholder in for each; `_unpack_empty` puts the empty arrays back."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if getattr(x, "size", 1) == 0 else x, tree)
+
+
+def _unpack_empty(tree: Any, template: Any) -> Any:
+    """``tree`` with the leaves that are empty in ``template`` (arrays or shape structs) restored empty."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda x, t: jnp.zeros(t.shape, t.dtype) if getattr(t, "size", 1) == 0 else x, tree, template)
+
+
 def _manager(directory: Path, keep: int):
     import orbax.checkpoint as ocp
 
@@ -220,8 +237,8 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
     start = 0
     if latest is not None:
         restored = mngr.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()))
-        state = restored["state"]
+            state=ocp.args.StandardRestore(_pack_empty(state)), meta=ocp.args.JsonRestore()))
+        state = _unpack_empty(restored["state"], state)
         meta = restored["meta"]
         run.losses = [float(x) for x in meta["losses"]]
         run.parts = {k: [float(x) for x in meta["parts"].get(k, [])] for k in PART_NAMES}
@@ -235,8 +252,8 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
 
     def save(step_done: int, st: Any, r: StepRun) -> None:
         meta = {"step": step_done, "losses": r.losses, "parts": r.parts, "evals": [list(e) for e in evals]}
-        mngr.save(step_done, args=ocp.args.Composite(state=ocp.args.StandardSave(st), meta=ocp.args.JsonSave(meta)),
-                  force=True)
+        mngr.save(step_done, args=ocp.args.Composite(state=ocp.args.StandardSave(_pack_empty(st)),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
 
     def on_step(step: int, st: Any, r: StepRun) -> None:
         done = step + 1
@@ -288,4 +305,7 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike, step: int | None = None) 
     finally:
         mngr.close()
     params = restored["state"]["train"]["params"]
-    return arch, jax.tree.map(lambda x: jax.numpy.asarray(x), params)
+    from autodistill.models import StudentModel, init_params
+
+    template = init_params(StudentModel(arch=arch, mlm_head=True), jax.random.PRNGKey(0))  # shapes only
+    return arch, _unpack_empty(jax.tree.map(lambda x: jax.numpy.asarray(x), params), template)
