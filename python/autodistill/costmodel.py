@@ -23,6 +23,7 @@ import numpy as np
 
 from autodistill import _costmodel
 from autodistill.arch import FEATURE_NAMES, StudentArch
+from autodistill.costmodel_reference import OpEstimate
 from autodistill.errors import AutodistillError, CostModelError
 from autodistill.hardware import OP_CLASSES, HardwareProfile
 
@@ -38,37 +39,6 @@ if tuple(_costmodel.FEATURE_NAMES) != FEATURE_NAMES:  # pragma: no cover - build
     )
 if tuple(_costmodel.OP_CLASSES) != OP_CLASSES:  # pragma: no cover
     raise ImportError(f"autodistill._costmodel op classes {_costmodel.OP_CLASSES} != {OP_CLASSES}; rebuild")
-
-
-@dataclass(frozen=True)
-class OpEstimate:
-    """One op of the breakdown; every quantity is the total over its ``count`` instances."""
-
-    name: str
-    op_class: str
-    count: float
-    flops: float
-    padded_flops: float
-    vector_flops: float
-    weight_bytes: float
-    act_bytes: float
-    weights_onchip: bool
-    acts_onchip: bool
-    compute_s: float
-    vector_s: float
-    memory_s: float
-    overhead_s: float
-    latency_s: float
-
-    @property
-    def bytes_moved(self) -> float:
-        return self.weight_bytes + self.act_bytes
-
-    @property
-    def bound(self) -> str:
-        """Which roofline term sets the op's time: compute, vector or memory."""
-        terms = {"compute": self.compute_s, "vector": self.vector_s, "memory": self.memory_s}
-        return max(terms, key=terms.__getitem__)
 
 
 @dataclass(frozen=True)

@@ -140,8 +140,11 @@ def ops(a: StudentArch, hw: dict[str, float], batch: int, seq: int, mlm_head: bo
 
 
 @dataclass(frozen=True)
-class RefOp:
-    """A costed op: totals over ``count`` instances (same fields as `autodistill.costmodel.OpEstimate`)."""
+class OpEstimate:
+    """One costed op of the breakdown; every quantity is the total over its ``count`` instances.
+
+    Shared by this reference and `autodistill.costmodel` (whose C++ breakdown fills the same fields).
+    """
 
     name: str
     op_class: str
@@ -158,6 +161,19 @@ class RefOp:
     memory_s: float
     overhead_s: float
     latency_s: float
+
+    @property
+    def bytes_moved(self) -> float:
+        return self.weight_bytes + self.act_bytes
+
+    @property
+    def bound(self) -> str:
+        """Which roofline term sets the op's time: compute, vector or memory."""
+        terms = {"compute": self.compute_s, "vector": self.vector_s, "memory": self.memory_s}
+        return max(terms, key=terms.__getitem__)
+
+
+RefOp = OpEstimate  # the reference's name for it
 
 
 def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int = 128, *,
@@ -194,4 +210,4 @@ def latency_s(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int
     return estimate(a, profile, batch, seq, dtype=dtype, mlm_head=mlm_head)[0]
 
 
-__all__ = ["OP_CLASSES", "OpShape", "RefOp", "estimate", "latency_s", "ops", "pad", "weight_bytes"]
+__all__ = ["OP_CLASSES", "OpEstimate", "OpShape", "RefOp", "estimate", "latency_s", "ops", "pad", "weight_bytes"]
