@@ -101,11 +101,13 @@ def test_flash_trains_down_the_loss(teacher, data, cache) -> None:
     assert "cls" in params and params["embeddings"]["word_embeddings"]["embedding"].shape == (arch.vocab_size, 16)
 
 
-def test_flash_widths_heads_and_mobilebert(teacher, data, cache) -> None:
+@pytest.mark.parametrize("family", ["bert", "mobilebert"])
+def test_flash_other_widths_heads_and_families(teacher, data, cache, family) -> None:
     v = teacher.arch.vocab_size
-    for arch in (tiny_student(v, layers=3, hidden=32, heads=4), tiny_student(v, family="mobilebert", hidden=24)):
-        r = flash_distill(arch, teacher, data, flash_config(), cache=cache)
-        assert r.ok, r.message
+    arch = (tiny_student(v, layers=3, hidden=32, heads=4) if family == "bert"  # teacher width, more heads
+            else tiny_student(v, family="mobilebert", hidden=24))  # bottleneck, trigram input, stacked FFNs
+    r = flash_distill(arch, teacher, data, flash_config(head_init="teacher"), cache=cache)
+    assert r.ok, r.message
 
 
 def test_nan_and_divergence_end_the_trial(teacher, data, cache) -> None:
@@ -178,12 +180,22 @@ _SHARDED = textwrap.dedent("""
     cfg = flash_config()
     two, p2 = flash_train(arch, teacher, data, cfg, mesh=data_mesh())
     np.save(sys.argv[3], np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(p2)]))
+    from autodistill.distill.full import FullConfig, full_distill
+    fcfg = FullConfig(kt_steps=1, pd_steps=1, batch_size=4, warmup_steps=0, checkpoint_every=1, fast_compile=True)
+    ck = sys.argv[3] + ".ck"
+    full_distill(arch, teacher, data, fcfg, ck, stop_at_step=1)
+    resumed = full_distill(arch, teacher, data, fcfg, ck)
+    assert resumed.finished and resumed.resumed_from == 1, resumed
     print(json.dumps({"two": two.losses, "acc2": two.mlm_accuracy}))
 """)
 
 
+@pytest.mark.slow
 def test_data_parallel_two_host_devices(teacher, data, tmp_path) -> None:
-    """The batch split over 2 host devices (subprocess: XLA flags precede the jax import) = 1 device here."""
+    """The batch split over 2 host devices (subprocess: XLA flags precede the jax import) = 1 device here.
+
+    The subprocess also checkpoints and resumes a full distillation on the 2-device mesh.
+    """
     folder = make_teacher_folder(tmp_path / "t")
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED)

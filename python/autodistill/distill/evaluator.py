@@ -45,7 +45,7 @@ class FlashDistillEvaluator:
     """
 
     def __init__(self, teacher: Any, data: Any, steps: int | None = None, *, config: Any = None,
-                 kt_fraction: float = 2 / 3, cache_dir: str | os.PathLike | None = None, adapt_vocab: bool = True,
+                 kt_fraction: float = 1 / 3, cache_dir: str | os.PathLike | None = None, adapt_vocab: bool = True,
                  mesh: Any = None, keep_losses: bool = True, head_fit: Any = None) -> None:
         from autodistill.distill.flash import FlashConfig
 

@@ -45,7 +45,7 @@ from autodistill.errors import DistillError, choices_message
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "STATUSES", "OPTIMIZERS", "FlashConfig", "FlashResult", "DistillEngine", "layer_map", "kt_stage",
+    "STATUSES", "OPTIMIZERS", "HEAD_INITS", "FlashConfig", "FlashResult", "DistillEngine", "layer_map", "kt_stage",
     "flash_distill", "flash_train", "get_engine", "run_steps", "StepRun", "data_mesh", "make_optimizer", "check_compatible",
 ]
 
@@ -53,6 +53,7 @@ STATUSES = ("ok", "nan", "diverged")
 OPTIMIZERS = ("adamw", "lamb")
 SCHEDULES = ("constant", "linear", "cosine")
 DTYPES = ("float32", "bfloat16")
+HEAD_INITS = ("random", "identity", "teacher")
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
@@ -80,16 +81,18 @@ class FlashConfig:
     Learning rates peak after ``warmup_steps`` (in each phase) and stay
     constant; ``init_from_teacher`` starts the student's embedding tables from
     the teacher's (projected on their top principal directions when narrower)
-    and its MLM output bias from the teacher's. ``fast_compile`` compiles the
+    and its MLM output bias from the teacher's; ``head_init`` starts the MLM
+    head's transform at the identity (``"identity"``), at the teacher's when
+    the shapes match (``"teacher"``), or random (``"random"``). ``fast_compile`` compiles the
     steps with XLA's backend optimisation off: several times faster to
     compile, slower to run (for tiny models and tests).
     """
 
-    kt_steps: int = 120
-    pd_steps: int = 60
+    kt_steps: int = 60
+    pd_steps: int = 120
     batch_size: int = 16
     kt_lr: float = 1e-3
-    pd_lr: float = 5e-4
+    pd_lr: float = 2e-3
     warmup_steps: int = 10
     weight_decay: float = 0.01
     clip_norm: float = 1.0
@@ -103,6 +106,7 @@ class FlashConfig:
     topk: int = 64
     freeze_lower: bool = True
     init_from_teacher: bool = True
+    head_init: str = "identity"
     divergence_factor: float = 100.0
     seed: int = 0
     eval_batch_size: int = 32
@@ -110,6 +114,8 @@ class FlashConfig:
     fast_compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.head_init not in HEAD_INITS:
+            raise DistillError(choices_message("head_init", self.head_init, HEAD_INITS))
         for name in ("kt_steps", "pd_steps", "warmup_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
@@ -348,9 +354,9 @@ class DistillEngine:
             return probs
 
         def kt_loss(train, b, l, t_tgt, t_att):
-            out = L.encode(arch, train["params"], b["input_ids"], b["token_type_ids"], b["attention_mask"], dtype=dt)
-            hs = jnp.stack(out.hidden_states)[l + 1].astype(jnp.float32)
-            att = jnp.stack(out.attentions)[l]
+            hs, att = L.encode_stage(arch, train["params"], b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                                     l, freeze_lower=freeze_lower, dtype=dt)
+            hs = hs.astype(jnp.float32)
             if proj:
                 hs = hs @ train["aux"]["proj"]["kernel"][l] + train["aux"]["proj"]["bias"][l]
             f = L.feature_mse(hs, t_tgt, b["attention_mask"])
@@ -419,7 +425,7 @@ class DistillEngine:
         self._eval_step = jax.jit(eval_step, compiler_options=opts)
 
     # ------------------------------------------------------------------ state
-    def init_state(self, seed: int, *, init_from_teacher: bool = True) -> dict:
+    def init_state(self, seed: int, *, init_from_teacher: bool = True, head_init: str = "random") -> dict:
         """Fresh student parameters, aux parameters and the knowledge-transfer optimizer state."""
         import jax
         import jax.numpy as jnp
@@ -432,6 +438,8 @@ class DistillEngine:
         params = init_params(StudentModel(arch=a, mlm_head=True), r_student)
         if init_from_teacher:
             params = _init_from_teacher(params, self.teacher.params, a)
+        if head_init != "random":
+            params = _init_head(params, self.teacher, a, head_init)
         aux: dict[str, Any] = {}
         if self.proj:
             aux["proj"] = {
@@ -504,6 +512,45 @@ class DistillEngine:
         return out
 
 
+_SVD_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _right_singular_vectors(t: np.ndarray) -> np.ndarray:
+    """``V^T`` of ``t`` (cached: every student of a search projects the same teacher tables)."""
+    key = (t.shape, hash(t[:: max(1, t.shape[0] // 64)].tobytes()), float(t.sum()))
+    if key not in _SVD_CACHE:
+        if len(_SVD_CACHE) > 8:
+            _SVD_CACHE.clear()
+        _SVD_CACHE[key] = np.linalg.svd(t, full_matrices=False)[2]
+    return _SVD_CACHE[key]
+
+
+def _init_head(params: dict, teacher: Any, arch: StudentArch, how: str) -> dict:
+    """The student's MLM-head transform: identity dense (``"identity"``), or the teacher's transform
+    (``"teacher"``, when the head shapes match; identity otherwise)."""
+    import jax.numpy as jnp
+
+    if "cls" not in params:
+        return params
+    params = dict(params)
+    cls = dict(params["cls"])
+    pred = dict(cls["predictions"])
+    tr = dict(pred["transform"])
+    h = arch.hidden_size
+    tcls = teacher.params.get("cls")
+    same = (tcls is not None and teacher.arch.hidden_size == h and teacher.arch.family == arch.family
+            and teacher.arch.embedding_size == arch.embedding_size)
+    if how == "teacher" and same:
+        ttr = tcls["predictions"]["transform"]
+        tr = {k: {n: jnp.array(np.asarray(v, np.float32)) for n, v in ttr[k].items()} for k in ttr}
+    else:
+        tr["dense"] = {"kernel": jnp.eye(h, dtype=jnp.float32), "bias": jnp.zeros((h,), jnp.float32)}
+    pred["transform"] = tr
+    cls["predictions"] = pred
+    params["cls"] = cls
+    return params
+
+
 def _init_from_teacher(params: dict, tparams: Mapping[str, Any], arch: StudentArch) -> dict:
     """Student embedding tables from the teacher's (top principal directions when narrower); MLM output bias too."""
     import jax.numpy as jnp
@@ -520,7 +567,7 @@ def _init_from_teacher(params: dict, tparams: Mapping[str, Any], arch: StudentAr
             new = s.copy()
             new[:rows, : t.shape[1]] = t[:rows]
         else:
-            _, _, vt = np.linalg.svd(t, full_matrices=False)
+            vt = _right_singular_vectors(t)
             new = s.copy()
             kk = min(width, vt.shape[0])
             new[:rows, :kk] = t[:rows] @ vt[:kk].T
@@ -578,7 +625,7 @@ def flash_train(arch: StudentArch, teacher: Any, data: Any, config: FlashConfig 
                            f"seed={cfg.seed}, {cfg.total_steps} batches, hidden for {cfg.kt_steps}); rebuild it")
     t0 = time.perf_counter()
     engine = get_engine(arch, teacher, data.nsp, cfg, cache is None, mesh)
-    state = engine.init_state(cfg.seed, init_from_teacher=cfg.init_from_teacher)
+    state = engine.init_state(cfg.seed, init_from_teacher=cfg.init_from_teacher, head_init=cfg.head_init)
     run = run_steps(engine, state, data, cfg, cache, 0, cfg.total_steps, progress=progress)
     status, message = run.status, run.message
     ev: dict[str, Any] = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None}
@@ -610,7 +657,7 @@ def get_engine(arch: StudentArch, teacher: Any, nsp: bool, cfg: Any, live: bool,
     Reuse skips the compilation of the steps (the engine holds no training state).
     """
     engine_fields = {k: v for k, v in dataclasses.asdict(cfg).items()
-                     if k not in ("seed", "init_from_teacher", "divergence_factor", "eval_batch_size", "eval_every",
+                     if k not in ("seed", "init_from_teacher", "head_init", "divergence_factor", "eval_batch_size", "eval_every",
                                   "checkpoint_every", "keep_checkpoints")}
     devices = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
     key = (arch, teacher.fingerprint, id(teacher.params), nsp, live, devices, type(cfg).__name__,

