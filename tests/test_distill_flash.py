@@ -68,6 +68,10 @@ def test_losses_basic_properties() -> None:
     w = jnp.ones((2, 3))
     full_ce = -jnp.mean(jnp.sum(jax.nn.softmax(logits) * jax.nn.log_softmax(logits), -1))
     assert float(L.kd_loss(logits, vals, ids, w)) == pytest.approx(float(full_ce), rel=1e-5)
+    mlm_sep = L.mlm_loss(logits, ids[..., 0], w)[0]
+    mlm_j, kd_j = L.mlm_and_kd_loss(logits, ids[..., 0], w, vals, ids)
+    assert float(mlm_j) == pytest.approx(float(mlm_sep), rel=1e-6)
+    assert float(kd_j) == pytest.approx(float(L.kd_loss(logits, vals, ids, w)), rel=1e-6)
     labels = jnp.argmax(logits, -1)
     loss, correct = L.mlm_loss(logits, labels, w.at[0, 0].set(0))
     assert float(correct) == 5.0 and float(loss) > 0

@@ -207,8 +207,9 @@ def _decay_mask(tree: Any) -> Any:
 
 
 def make_optimizer(name: str, peak_lr: float, warmup_steps: int, total_steps: int, *, weight_decay: float = 0.01,
-                   clip_norm: float = 1.0, schedule: str = "constant"):
-    """``clip_by_global_norm`` then AdamW or LAMB; linear warm-up to ``peak_lr``, then constant/linear/cosine decay.
+                   clip_norm: float | None = 1.0, schedule: str = "constant"):
+    """``clip_by_global_norm`` (unless ``clip_norm`` is None) then AdamW or LAMB; linear warm-up to
+    ``peak_lr``, then constant/linear/cosine decay.
 
     No weight decay on biases and norm parameters (1-D leaves).
     """
@@ -232,7 +233,7 @@ def make_optimizer(name: str, peak_lr: float, warmup_steps: int, total_steps: in
         tx = optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-6, weight_decay=weight_decay, mask=_decay_mask)
     else:
         tx = optax.lamb(sched, b1=0.9, b2=0.999, eps=1e-6, weight_decay=weight_decay, mask=_decay_mask)
-    return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    return tx if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), tx)
 
 
 def data_mesh(devices: Sequence[Any] | None = None):
@@ -283,7 +284,7 @@ class DistillEngine:
                  feature_weight: float = 1.0, attention_weight: float = 1.0, mlm_weight: float = 0.5,
                  kd_weight: float = 0.5, nsp_weight: float = 1.0, temperature: float = 1.0, topk: int = 64,
                  freeze_lower: bool = True, live_teacher: bool = False, dtype: str = "float32",
-                 mesh: Any = None, fast_compile: bool = False) -> None:
+                 mesh: Any = None, fast_compile: bool = False, clip_norm: float | None = 1.0) -> None:
         import jax
         import jax.numpy as jnp
         from jax.sharding import NamedSharding, PartitionSpec as P
@@ -308,6 +309,12 @@ class DistillEngine:
                                                        for i in range(ta.num_hidden_layers)]), self.replicated)
         self.tparams = tparams
         self.tlayers = tlayers
+        from autodistill.models import StudentModel
+
+        shapes = jax.eval_shape(lambda: StudentModel(arch=arch, mlm_head=True).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, min(4, arch.max_position_embeddings)), jnp.int32)))["params"]
+        aux_keys = (["proj"] if self.proj else []) + (["nsp"] if nsp else [])
+        self.groups = _param_groups({"params": shapes, "aux": {key: None for key in aux_keys}})
         tlayer_mod = Layer(ta, jnp.float32)
         fw, aw, mw, kw, nw = feature_weight, attention_weight, mlm_weight, kd_weight, nsp_weight
         temp = float(temperature)
@@ -319,34 +326,58 @@ class DistillEngine:
                               + aux["nsp"]["pooler"]["bias"])
             return pooled @ aux["nsp"]["classifier"]["kernel"] + aux["nsp"]["classifier"]["bias"]
 
-        def kt_mask(tree, l):
-            def leaf(path, x):
-                keys = [getattr(p, "key", None) for p in path]
-                if keys[0] == "params":
-                    if keys[1] == "encoder":
-                        i = int(keys[2].split("_")[1])
-                        on = (i == l) if freeze_lower else (i <= l)
-                        return on.astype(jnp.float32)
-                    if keys[1] == "embeddings":
-                        return (l == 0).astype(jnp.float32) if freeze_lower else jnp.float32(1)
-                    return jnp.float32(0)  # the MLM head is not trained in knowledge transfer
-                if keys[1] == "proj":
-                    sel = (jnp.arange(ls) == l).astype(jnp.float32)
-                    return sel.reshape((ls,) + (1,) * (x.ndim - 1))
-                return jnp.float32(0)
+        def proj_rows(l):
+            """Update mask of the stacked projections in stage ``l``: only row ``l`` moves."""
+            return {"kernel": (jnp.arange(ls) == l).astype(jnp.float32).reshape(ls, 1, 1),
+                    "bias": (jnp.arange(ls) == l).astype(jnp.float32).reshape(ls, 1)}
 
-            return jax.tree_util.tree_map_with_path(leaf, tree)
+        def apply_grouped(tx, state, grads, active, masks):
+            """Clip by the global norm, then update each parameter group whose ``active`` flag is set.
 
-        def pd_mask(tree):
-            return jax.tree_util.tree_map_with_path(
-                lambda path, x: jnp.float32(0) if getattr(path[1], "key", None) == "proj" else jnp.float32(1), tree)
+            ``active[g]`` is a Python bool (static) or a traced bool: a ``lax.cond`` then skips the
+            group's optimizer work at run time (the frozen blocks of knowledge transfer). Gradients
+            of inactive parameters are zero by construction (stop-gradient / not in the loss);
+            ``masks[g]`` (optional) multiplies a group's updates (the projection rows).
+            """
+            if clip_norm is not None:
+                norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
+                scale = jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-12))
+                grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+            train = {"params": dict(state["train"]["params"]), "aux": dict(state["train"]["aux"])}
+            opt = dict(state["opt"])
+            for name, path in self.groups:
+                p, g, o = _get(state["train"], path), _get(grads, path), state["opt"][name]
+                m = masks.get(name)
 
-        def apply_masked(tx, state, grads, mask):
-            grads = jax.tree.map(lambda g, w: g * w, grads, mask)
-            updates, opt = tx.update(grads, state["opt"], state["train"])
-            updates = jax.tree.map(lambda u, w: (u * w).astype(u.dtype), updates, mask)
-            train = jax.tree.map(lambda p, u: p + u, state["train"], updates)
+                def do(args, m=m):
+                    p, g, o = args
+                    u, o = tx.update(g, o, p)
+                    if m is not None:
+                        u = jax.tree.map(lambda d, w: d * w, u, m)
+                    return jax.tree.map(lambda x, d: x + d.astype(x.dtype), p, u), o
+
+                flag = active[name]
+                if flag is True:
+                    p, o = do((p, g, o))
+                elif flag is not False:
+                    p, o = jax.lax.cond(flag, do, lambda args: (args[0], args[2]), (p, g, o))
+                _set(train, path, p)
+                opt[name] = o
             return {"train": train, "opt": opt}
+
+        def kt_active(l):
+            act = {}
+            for name, path in self.groups:
+                if path[0] == "aux":
+                    act[name] = path[1] == "proj"
+                elif path[1] == "encoder":
+                    i = int(path[2].split("_")[1])
+                    act[name] = (l == i) if freeze_lower else (l >= i)
+                elif path[1] == "embeddings":
+                    act[name] = (l == 0) if freeze_lower else True
+                else:
+                    act[name] = False  # the MLM head
+            return act
 
         def teacher_attention(tlayers, t_prev, m, mask):
             tl = jax.tree.map(lambda x: x[m], tlayers)
@@ -368,8 +399,7 @@ class DistillEngine:
             out = L.encode(arch, p, b["input_ids"], b["token_type_ids"], b["attention_mask"], dtype=dt,
                            attentions=False)
             logits = L.mlm_logits(arch, p, out.last_hidden_state, b["mlm_positions"], dtype=dt)
-            mlm, _ = L.mlm_loss(logits, b["mlm_labels"], b["mlm_weights"])
-            kd = L.kd_loss(logits, t_vals, t_ids, b["mlm_weights"], temp)
+            mlm, kd = L.mlm_and_kd_loss(logits, b["mlm_labels"], b["mlm_weights"], t_vals, t_ids, temp)
             total = mw * mlm + kw * kd
             parts = {"mlm": mlm, "kd": kd}
             if nsp:
@@ -396,13 +426,15 @@ class DistillEngine:
             else:
                 t_att = teacher_attention(teacher_p, t_prev, m, b["attention_mask"])
             (loss, parts), g = jax.value_and_grad(kt_loss, has_aux=True)(state["train"], b, l, t_tgt, t_att)
-            return apply_masked(kt_tx, state, g, kt_mask(state["train"], l)), loss, parts
+            masks = {"aux_proj": proj_rows(l)} if proj else {}
+            return apply_grouped(kt_tx, state, g, kt_active(l), masks), loss, parts
 
         def pd_step(state, teacher_p, b, t_vals=None, t_ids=None):
             if live_teacher:
                 t_vals, t_ids = teacher_live_pd(teacher_p, b)
             (loss, parts), g = jax.value_and_grad(pd_loss, has_aux=True)(state["train"], b, t_vals, t_ids)
-            return apply_masked(pd_tx, state, g, pd_mask(state["train"])), loss, parts
+            active = {name: path[:2] != ("aux", "proj") for name, path in self.groups}
+            return apply_grouped(pd_tx, state, g, active, {}), loss, parts
 
         def eval_step(train, b):
             p = train["params"]
@@ -455,15 +487,18 @@ class DistillEngine:
                 "classifier": {"kernel": 0.02 * jax.random.normal(k2, (a.hidden_size, 2)), "bias": jnp.zeros((2,))},
             }
         train = {"params": params, "aux": aux}
-        state = {"train": train, "opt": self.kt_tx.init(train)}
+        state = {"train": train, "opt": self._opt_init(self.kt_tx, train)}
         return jax.device_put(state, self.replicated)
+
+    def _opt_init(self, tx: Any, train: dict) -> dict:
+        return {name: tx.init(_get(train, path)) for name, path in self.groups}
 
     def reset_optimizer(self, state: dict, phase: str) -> dict:
         """A fresh optimizer state for ``phase`` (``"kt"`` or ``"pd"``), keeping the parameters."""
         import jax
 
         tx = self.kt_tx if phase == "kt" else self.pd_tx
-        return jax.device_put({"train": state["train"], "opt": tx.init(state["train"])}, self.replicated)
+        return jax.device_put({"train": state["train"], "opt": self._opt_init(tx, state["train"])}, self.replicated)
 
     # ------------------------------------------------------------------ steps
     def put_batch(self, batch: Any) -> dict:
@@ -523,6 +558,33 @@ def _right_singular_vectors(t: np.ndarray) -> np.ndarray:
             _SVD_CACHE.clear()
         _SVD_CACHE[key] = np.linalg.svd(t, full_matrices=False)[2]
     return _SVD_CACHE[key]
+
+
+def _param_groups(train: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Optimizer groups: the embeddings, each block, the MLM head, each aux part: ``(name, path)``."""
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    for key in train["params"]:
+        if key == "encoder":
+            for layer in sorted(train["params"]["encoder"], key=lambda n: int(n.split("_")[1])):
+                groups.append((layer, ("params", "encoder", layer)))
+        else:
+            groups.append((key, ("params", key)))
+    for key in train["aux"]:
+        groups.append((f"aux_{key}", ("aux", key)))
+    return tuple(groups)
+
+
+def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for k in path[:-1]:
+        tree[k] = dict(tree[k])
+        tree = tree[k]
+    tree[path[-1]] = value
 
 
 def _init_head(params: dict, teacher: Any, arch: StudentArch, how: str) -> dict:
@@ -666,14 +728,15 @@ def get_engine(arch: StudentArch, teacher: Any, nsp: bool, cfg: Any, live: bool,
     if engine is None:
         schedule = getattr(cfg, "schedule", "constant")
         kt_tx = make_optimizer(cfg.optimizer, cfg.kt_lr, cfg.warmup_steps, cfg.kt_steps,
-                               weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, schedule=schedule)
+                               weight_decay=cfg.weight_decay, clip_norm=None, schedule=schedule)
         pd_tx = make_optimizer(cfg.optimizer, cfg.pd_lr, cfg.warmup_steps, cfg.pd_steps,
-                               weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, schedule=schedule)
+                               weight_decay=cfg.weight_decay, clip_norm=None, schedule=schedule)
         engine = DistillEngine(arch, teacher, nsp=nsp, kt_tx=kt_tx, pd_tx=pd_tx,
                                feature_weight=cfg.feature_weight, attention_weight=cfg.attention_weight,
                                mlm_weight=cfg.mlm_weight, kd_weight=cfg.kd_weight, nsp_weight=cfg.nsp_weight,
                                temperature=cfg.temperature, topk=cfg.topk, freeze_lower=cfg.freeze_lower,
-                               live_teacher=live, dtype=cfg.dtype, mesh=mesh, fast_compile=cfg.fast_compile)
+                               live_teacher=live, dtype=cfg.dtype, mesh=mesh, fast_compile=cfg.fast_compile,
+                               clip_norm=cfg.clip_norm)
         while len(_ENGINES) >= _ENGINE_CACHE_SIZE:
             _ENGINES.pop(next(iter(_ENGINES)))
         _ENGINES[key] = engine

@@ -27,7 +27,7 @@ from autodistill.arch import StudentArch
 
 __all__ = [
     "attention_bias", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse", "attention_kl", "mlm_loss",
-    "kd_loss", "nsp_loss", "masked_mean",
+    "kd_loss", "mlm_and_kd_loss", "nsp_loss", "masked_mean",
 ]
 
 _LOG_FLOOR = 1e-12
@@ -88,7 +88,10 @@ def encode_stage(arch: StudentArch, params: Mapping[str, Any], input_ids: jax.Ar
             out, _ = layer.apply({"params": jax.lax.stop_gradient(p_i)}, jax.lax.stop_gradient(x), bias)
             return jax.lax.stop_gradient(out), zeros
 
-        def trained(x, p_i=p_i):
+        def trained(x, p_i=p_i, i=i):
+            if freeze_lower and i > 0:
+                # everything below a trained block i > 0 is frozen: no gradient w.r.t. its input
+                x = jax.lax.stop_gradient(x)
             out, probs = layer.apply({"params": p_i}, x, bias)
             return out, probs.astype(dtype)
 
@@ -166,6 +169,22 @@ def kd_loss(student_logits: jax.Array, teacher_topk_logits: jax.Array, teacher_t
     logps = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t, axis=-1)
     picked = jnp.take_along_axis(logps, teacher_topk_ids.astype(jnp.int32), axis=-1)
     return masked_mean(-jnp.sum(pt * picked, axis=-1), weights) * (t * t)
+
+
+def mlm_and_kd_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array, teacher_topk_logits: jax.Array,
+                    teacher_topk_ids: jax.Array, temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """`mlm_loss` and `kd_loss` together, sharing one log-softmax over the vocab when ``temperature == 1``.
+
+    Returns ``(mlm, kd)`` scalars.
+    """
+    if float(temperature) != 1.0:
+        return mlm_loss(logits, labels, weights)[0], kd_loss(logits, teacher_topk_logits, teacher_topk_ids, weights,
+                                                             temperature)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    pt = jax.nn.softmax(teacher_topk_logits.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, teacher_topk_ids.astype(jnp.int32), axis=-1)
+    return masked_mean(nll, weights), masked_mean(-jnp.sum(pt * picked, axis=-1), weights)
 
 
 def nsp_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
