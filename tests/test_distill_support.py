@@ -43,7 +43,8 @@ def make_data(teacher, *, nsp: bool = False, seq_len: int = SEQ_LEN):
                                                                    heldout_fraction=0.1))
 
 
-def tiny_student(vocab_size: int, layers: int = 2, hidden: int = 16, heads: int = 2, family: str = "bert") -> StudentArch:
+def tiny_student(vocab_size: int, layers: int = 2, hidden: int = 16, heads: int = 2,
+                 family: str = "bert") -> StudentArch:
     if family == "bert":
         return StudentArch(family="bert", num_hidden_layers=layers, hidden_size=hidden, embedding_size=hidden,
                            num_attention_heads=heads, intermediate_size=2 * hidden, num_feedforward_networks=1,

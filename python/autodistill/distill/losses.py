@@ -26,8 +26,8 @@ import jax.numpy as jnp
 from autodistill.arch import StudentArch
 
 __all__ = [
-    "attention_bias", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse", "attention_kl", "mlm_loss",
-    "kd_loss", "mlm_and_kd_loss", "nsp_loss", "masked_mean",
+    "attention_bias", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse", "attention_kl",
+    "mlm_loss", "kd_loss", "mlm_and_kd_loss", "nsp_loss", "masked_mean",
 ]
 
 _LOG_FLOOR = 1e-12
