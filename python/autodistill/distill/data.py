@@ -540,11 +540,18 @@ class DistillData:
         self.description = description
         h = hashlib.sha256()
         h.update(tokenizer.fingerprint.encode())
+        h.update(json.dumps({k: v for k, v in config.__dict__.items() if k != "max_heldout_sequences"},
+                            sort_keys=True).encode())
+        for arr in (train.ids, train.lengths, train.token_type_ids, train.nsp_labels):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+        #: Identifies what training batches hold (teacher-output and MLM-head caches depend on nothing else).
+        self.train_fingerprint = h.hexdigest()[:16]
         h.update(json.dumps(config.__dict__, sort_keys=True).encode())
-        for p in (train, heldout):
-            for arr in (p.ids, p.lengths, p.token_type_ids, p.nsp_labels):
-                if arr is not None:
-                    h.update(np.ascontiguousarray(arr).tobytes())
+        for arr in (heldout.ids, heldout.lengths, heldout.token_type_ids, heldout.nsp_labels):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+        #: Identifies the whole data set (training and held-out).
         self.fingerprint = h.hexdigest()[:16]
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         self._heldout_cache: dict[int, list[MLMBatch]] = {}

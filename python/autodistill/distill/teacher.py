@@ -121,7 +121,10 @@ class Teacher:
     def with_head(self, cls_params: Mapping[str, Any], info: Mapping[str, Any]) -> "Teacher":
         params = dict(self.params)
         params["cls"] = cls_params
-        fp = hashlib.sha256((self.fingerprint + json.dumps(dict(info), sort_keys=True, default=str)).encode())
+        fp = hashlib.sha256(self.fingerprint.encode())
+        for name, arr in sorted(_flatten(cls_params).items()):  # the head's content, not how it was reported
+            fp.update(name.encode())
+            fp.update(np.ascontiguousarray(np.asarray(arr, np.float32)).tobytes())
         return Teacher(self.arch, params, self.vocab_path, self.name, fp.hexdigest()[:16], "fitted", self.lowercase,
                        dict(info))
 
@@ -339,7 +342,7 @@ def fit_mlm_head(teacher: Teacher, data: Any, config: HeadFitConfig = HeadFitCon
     bare = Teacher(teacher.arch, base, teacher.vocab_path, teacher.name, teacher.fingerprint, "none",
                    teacher.lowercase)
     settings = dict(config.__dict__)
-    key = hashlib.sha256(json.dumps([_CACHE_VERSION, teacher.fingerprint, data.fingerprint, settings],
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, teacher.fingerprint, data.train_fingerprint, settings],
                                     sort_keys=True).encode()).hexdigest()[:20]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "mlm_heads" / f"{key}.safetensors"
@@ -348,6 +351,10 @@ def fit_mlm_head(teacher: Teacher, data: Any, config: HeadFitConfig = HeadFitCon
         try:
             cls = jax.tree.map(jnp.asarray, _unflatten(load_file(str(path))))
             info = json.loads(meta_path.read_text())
+            if info.get("data") != data.fingerprint:  # same training data, another held-out split
+                ev = evaluate_mlm(teacher.arch, dict(base, cls=cls), data.heldout_batches(config.eval_batch_size))
+                info.update(heldout_mlm_accuracy=ev["mlm_accuracy"], heldout_mlm_loss=ev["mlm_loss"],
+                            data=data.fingerprint)
             logger.info("MLM head of %s from cache %s (held-out accuracy %.4f)", teacher.name, path,
                         info.get("heldout_mlm_accuracy", float("nan")))
             return bare.with_head(cls, info)
@@ -481,7 +488,8 @@ class TeacherCache:
 
     def covers(self, teacher: Teacher, data: Any, batch_size: int, seed: int, num_batches: int,
                hidden_batches: int) -> bool:
-        return (self.teacher_fingerprint == teacher.fingerprint and self.data.fingerprint == data.fingerprint
+        return (self.teacher_fingerprint == teacher.fingerprint
+                and self.data.train_fingerprint == data.train_fingerprint
                 and self.batch_size == batch_size and self.seed == seed and self.num_batches >= num_batches
                 and self.hidden_batches >= hidden_batches)
 
@@ -491,8 +499,8 @@ class TeacherCache:
 
     @staticmethod
     def key(teacher: Teacher, data: Any, batch_size: int, seed: int, topk: int) -> str:
-        return hashlib.sha256(json.dumps([_CACHE_VERSION, teacher.fingerprint, data.fingerprint, batch_size, seed,
-                                          topk]).encode()).hexdigest()[:20]
+        return hashlib.sha256(json.dumps([_CACHE_VERSION, teacher.fingerprint, data.train_fingerprint, batch_size,
+                                          seed, topk]).encode()).hexdigest()[:20]
 
     @classmethod
     def build(cls, teacher: Teacher, data: Any, *, num_batches: int, batch_size: int, seed: int = 0,
@@ -555,7 +563,7 @@ class TeacherCache:
                 np.save(tmp / "topk_ids.npy", ids)
                 (tmp / "meta.json").write_text(json.dumps(dict(
                     num_batches=num_batches, hidden_batches=hidden_batches, build_s=build_s, teacher=teacher.name,
-                    teacher_fingerprint=teacher.fingerprint, data=data.fingerprint, batch_size=batch_size,
+                    teacher_fingerprint=teacher.fingerprint, data=data.train_fingerprint, batch_size=batch_size,
                     seed=seed, topk=k)))
                 if final.exists():
                     trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
