@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=2, help="passes over the suite; the fit takes each case's fastest")
     ap.add_argument("--time", default="corrected", choices=("wall", "corrected"),
                     help="fit wall-clock medians or contention-corrected ones (see `autodistill calibrate --help`)")
+    ap.add_argument("--roofline", default="auto", choices=("max", "sum", "auto"),
+                    help="roofline combine mode to fit; auto keeps the one with the lower training error")
     ap.add_argument("--json", default=None, help="also write the report as JSON here")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     t_measure = time.perf_counter() - t0
     name = out.stem if out else "cpu_local"
     time_col = calibration_cli.TIME_COLUMNS[a.time]
-    rep = calibrate(df, base, name=name, seed=a.seed, time_col=time_col,
+    rep = calibrate(df, base, name=name, seed=a.seed, time_col=time_col, roofline=a.roofline,
                     description=calibration_cli.describe_measurements(df, "cpu"))
     t_fit = time.perf_counter() - t0 - t_measure
     if out is not None:

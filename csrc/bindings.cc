@@ -14,10 +14,31 @@ using namespace costmodel;
 
 namespace {
 
+std::string roofline_choices() {
+  std::string out;
+  for (int i = 0; i < kNumRooflines; ++i) out += (i ? ", " : "") + std::string(kRooflineNames[i]);
+  return out;
+}
+
+Roofline roofline_from(const py::handle& value) {
+  if (!py::isinstance<py::str>(value)) {
+    throw py::value_error("roofline must be a string; valid choices: " + roofline_choices());
+  }
+  const std::string name = py::cast<std::string>(value);
+  for (int i = 0; i < kNumRooflines; ++i) {
+    if (name == kRooflineNames[i]) return static_cast<Roofline>(i);
+  }
+  throw py::value_error("unknown roofline '" + name + "'; valid choices: " + roofline_choices());
+}
+
 Hardware hardware_from_kwargs(const py::kwargs& kw) {
   Hardware hw;
   for (auto item : kw) {
     const std::string key = py::cast<std::string>(item.first);
+    if (key == "roofline") {
+      hw.roofline = roofline_from(item.second);
+      continue;
+    }
     const double v = py::cast<double>(item.second);
     if (key == "peak_flops_per_s") hw.peak_flops_per_s = v;
     else if (key == "vector_flops_per_s") hw.vector_flops_per_s = v;
@@ -119,11 +140,16 @@ PYBIND11_MODULE(_costmodel, m) {
       .def(py::init(&hardware_from_kwargs))
       .def_readonly("peak_flops_per_s", &Hardware::peak_flops_per_s)
       .def_readonly("hbm_bytes_per_s", &Hardware::hbm_bytes_per_s)
-      .def_readonly("onchip_bytes", &Hardware::onchip_bytes);
+      .def_readonly("onchip_bytes", &Hardware::onchip_bytes)
+      .def_property_readonly("roofline", [](const Hardware& hw) {
+        return std::string(kRooflineNames[static_cast<int>(hw.roofline)]);
+      });
   std::vector<std::string> names(kFeatureNames, kFeatureNames + kNumFeatures);
   m.attr("FEATURE_NAMES") = py::tuple(py::cast(names));
   std::vector<std::string> classes(kOpClassNames, kOpClassNames + kNumOpClasses);
   m.attr("OP_CLASSES") = py::tuple(py::cast(classes));
+  std::vector<std::string> rooflines(kRooflineNames, kRooflineNames + kNumRooflines);
+  m.attr("ROOFLINES") = py::tuple(py::cast(rooflines));
   m.def("estimate", &estimate_one, py::arg("row"), py::arg("hardware"), py::arg("batch"), py::arg("seq"),
         py::arg("mlm_head") = false, "Latency and per-op breakdown of one feature row.");
   m.def("estimate_batch", &estimate_many, py::arg("features"), py::arg("hardware"), py::arg("batch"),

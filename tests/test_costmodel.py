@@ -15,7 +15,7 @@ from autodistill import costmodel_reference as ref
 from autodistill.arch import FEATURE_NAMES, StudentArch, reference_arch, reference_names
 from autodistill.costmodel import CostModel, features_of
 from autodistill.errors import CostModelError
-from autodistill.hardware import OP_CLASSES, Calibration, ClassTerms, list_profiles, load_profile
+from autodistill.hardware import OP_CLASSES, ROOFLINES, Calibration, ClassTerms, list_profiles, load_profile
 
 from strategies import student_archs
 
@@ -24,12 +24,13 @@ PROFILES = [load_profile(n) for n in ("tpu_v4i", "tpu_v4", "tpu_v3", "a100", "h1
 
 @st.composite
 def profiles(draw):
-    """Shipped profiles, some with random calibration terms and dtypes."""
+    """Shipped profiles, some with random calibration terms and dtypes, in either roofline mode."""
     p = draw(st.sampled_from(PROFILES))
     if draw(st.booleans()):
         eff = st.floats(0.05, 1.0)
         terms = {c: ClassTerms(draw(eff), draw(eff), draw(st.floats(0, 1e-4))) for c in OP_CLASSES}
         p = p.with_calibration(Calibration(terms, fitted=True, fixed_overhead_s=draw(st.floats(0, 1e-3))))
+    p = dataclasses.replace(p, roofline=draw(st.sampled_from(ROOFLINES)))
     return p, draw(st.sampled_from(p.dtypes))
 
 
@@ -43,6 +44,7 @@ def test_cpp_equals_python_reference(arch, prof_dtype, wl, mlm) -> None:
     batch, seq = wl
     est = CostModel(prof, dtype).estimate(arch, batch, seq, mlm_head=mlm)
     r_total, r_ops = ref.estimate(arch, prof, batch, seq, dtype=dtype, mlm_head=mlm)
+    assert est.roofline == prof.roofline
     assert est.latency_s == pytest.approx(r_total, rel=1e-9)
     assert [o.name for o in est.ops] == [o.name for o in r_ops]
     for o, r in zip(est.ops, r_ops):
@@ -76,6 +78,40 @@ def test_roofline_bounds_and_breakdown_sum(arch, prof_dtype, wl, mlm) -> None:
     for o in est.ops:
         assert o.padded_flops >= o.flops
         assert o.latency_s >= max(o.compute_s, o.vector_s, o.memory_s) * (1 - 1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(student_archs(), profiles(), workloads, st.booleans())
+def test_sum_roofline_adds_the_terms_and_bounds_max(arch, prof_dtype, wl, mlm) -> None:
+    """The same profile with roofline "sum" is never faster than with "max", op by op and in total."""
+    prof, dtype = prof_dtype
+    batch, seq = wl
+    est = {m: CostModel(dataclasses.replace(prof, roofline=m), dtype).estimate(arch, batch, seq, mlm_head=mlm)
+           for m in ROOFLINES}
+    assert est["sum"].latency_s >= est["max"].latency_s * (1 - 1e-12)
+    for mx, sm in zip(est["max"].ops, est["sum"].ops):
+        assert mx.name == sm.name
+        assert (mx.compute_s, mx.vector_s, mx.memory_s, mx.overhead_s) == pytest.approx(
+            (sm.compute_s, sm.vector_s, sm.memory_s, sm.overhead_s), rel=1e-12)  # the same terms, combined differently
+        assert sm.latency_s == pytest.approx(sm.compute_s + sm.vector_s + sm.memory_s + sm.overhead_s, rel=1e-12)
+        assert mx.latency_s == pytest.approx(max(mx.compute_s, mx.vector_s, mx.memory_s) + mx.overhead_s, rel=1e-12)
+        assert sm.latency_s >= mx.latency_s * (1 - 1e-12)
+        assert sm.bound == mx.bound  # the dominant term is the largest one in either mode
+    cm_sum = CostModel(dataclasses.replace(prof, roofline="sum"), dtype)
+    assert cm_sum.estimate_batch(arch.features()[None, :], batch, seq, mlm_head=mlm)[0] == pytest.approx(
+        est["sum"].latency_s, rel=1e-12)
+
+
+def test_roofline_field_errors_name_the_valid_choices() -> None:
+    from autodistill import _costmodel
+
+    hw = load_profile("a100").resolve()
+    assert _costmodel.Hardware(**hw).roofline == "max"
+    assert _costmodel.Hardware(**{**hw, "roofline": "sum"}).roofline == "sum"
+    with pytest.raises(ValueError, match=r"unknown roofline 'avg'; valid choices: max, sum"):
+        _costmodel.Hardware(**{**hw, "roofline": "avg"})
+    with pytest.raises(ValueError, match=r"roofline must be a string; valid choices: max, sum"):
+        _costmodel.Hardware(**{**hw, "roofline": 1.0})
 
 
 def _lat(arch, prof, batch=1, seq=128):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def _base() -> dict:
         (lambda d: d["memory"].update(hbm_bytes_per_s=float("nan")), r"hbm_bytes_per_s=nan is out of range"),
         (lambda d: d.update(calibration={"matmul_compute_efficiency": 0.0}), r"compute_efficiency=0.0 is out of range"),
         (lambda d: d.update(calibration={"matmul_speed": 1.0}), r"unknown key\(s\) \['matmul_speed'\]"),
+        (lambda d: d["compute"].update(roofline="avg"), r"unknown roofline 'avg'; valid choices: max, sum"),
+        (lambda d: d["compute"].update(roofline=1), r"unknown roofline 1; valid choices: max, sum"),
+        (lambda d: d.update(roofline="sum"), r"unknown key\(s\) \['roofline'\]"),  # it lives under [compute]
     ],
 )
 def test_bad_profile_fields_name_what_is_wrong(mutate, match: str) -> None:
@@ -78,6 +82,18 @@ def test_unknown_profile_and_dtype_name_valid_choices(tmp_path: Path) -> None:
         load_profile(bad)
     with pytest.raises(ProfileError, match=r"no peak for dtype 'fp32'; valid choices: bf16, int8"):
         load_profile("tpu_v4i").resolve("fp32")
+
+
+def test_roofline_defaults_to_max_and_round_trips(tmp_path: Path) -> None:
+    for n in REQUIRED:
+        assert load_profile(n).roofline == "max"
+    d = _base()
+    d["compute"]["roofline"] = "sum"
+    p = profile_from_dict(d, source="t.toml")
+    assert p.roofline == "sum" and p.resolve()["roofline"] == "sum"
+    assert load_profile(save_profile(p, tmp_path / "s.toml")) == p
+    with pytest.raises(ProfileError, match=r"unknown roofline 'Max'; valid choices: max, sum"):
+        dataclasses.replace(p, roofline="Max")
 
 
 def test_save_and_load_round_trip_with_calibration(tmp_path: Path) -> None:

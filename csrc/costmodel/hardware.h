@@ -10,8 +10,16 @@ enum class OpClass : int { kMatmul = 0, kAttention = 1, kVector = 2, kGather = 3
 inline constexpr int kNumOpClasses = 4;
 inline constexpr const char* kOpClassNames[kNumOpClasses] = {"matmul", "attention", "vector", "gather"};
 
+// How an op's compute, vector and memory times combine into its time:
+//   kMax: max(compute, vector, memory) -- the units overlap perfectly (the classic roofline);
+//   kSum: compute + vector + memory    -- no overlap (closer to XLA on a CPU core).
+enum class Roofline : int { kMax = 0, kSum = 1 };
+inline constexpr int kNumRooflines = 2;
+inline constexpr const char* kRooflineNames[kNumRooflines] = {"max", "sum"};
+
 // Calibrated terms of one op class:
-//   time = max(flops / (peak * compute_efficiency), bytes / (bandwidth * memory_efficiency)) + overhead_s
+//   time = combine(flops / (peak * compute_efficiency), bytes / (bandwidth * memory_efficiency)) + overhead_s
+// where combine is max or sum (see Roofline).
 struct ClassTerms {
   double compute_efficiency = 1.0;
   double memory_efficiency = 1.0;
@@ -29,6 +37,7 @@ struct Hardware {
   double tile_k = 1.0;
   double dtype_bytes = 2.0;
   double fixed_overhead_s = 0.0;    // once per inference
+  Roofline roofline = Roofline::kMax;
   ClassTerms terms[kNumOpClasses];
 };
 

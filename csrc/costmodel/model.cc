@@ -51,6 +51,7 @@ struct Rates {
   double overhead[kNumOpClasses];
   double act_capacity;
   bool weights_onchip;
+  bool sum_roofline;  // combine the terms by sum instead of max
 };
 
 Rates make_rates(const Arch& a, const Hardware& hw, const Workload& w) {
@@ -58,6 +59,7 @@ Rates make_rates(const Arch& a, const Hardware& hw, const Workload& w) {
   const double onchip_bw = std::max(hw.onchip_bytes_per_s, hw.hbm_bytes_per_s);
   r.weights_onchip = weight_bytes(a, w, hw.dtype_bytes) <= 0.5 * hw.onchip_bytes;
   r.act_capacity = 0.5 * hw.onchip_bytes;
+  r.sum_roofline = hw.roofline == Roofline::kSum;
   const double vec_eff = hw.terms[static_cast<int>(OpClass::kVector)].compute_efficiency;
   r.inv_vector = 1.0 / (hw.vector_flops_per_s * vec_eff);
   for (int c = 0; c < kNumOpClasses; ++c) {
@@ -85,7 +87,9 @@ inline Costed cost(const OpShape& op, const Rates& r) {
   k.vector_s = op.vector_flops * r.inv_vector;
   k.memory_s = op.weight_bytes * r.inv_mem_w[c] + op.act_bytes * (k.acts_onchip ? r.inv_mem_a_onchip[c] : r.inv_mem_a_hbm[c]);
   k.overhead_s = r.overhead[c];
-  k.latency_s = std::max(k.compute_s, std::max(k.vector_s, k.memory_s)) + k.overhead_s;
+  k.latency_s = (r.sum_roofline ? k.compute_s + k.vector_s + k.memory_s
+                                : std::max(k.compute_s, std::max(k.vector_s, k.memory_s))) +
+                k.overhead_s;
   return k;
 }
 
@@ -185,6 +189,8 @@ std::string validate_hardware(const Hardware& hw) {
   if (!is_int_in(hw.tile_k, 1, 4096)) return "tile_k=" + fmt(hw.tile_k) + " must be an integer in 1..4096";
   if (!(hw.dtype_bytes == 1 || hw.dtype_bytes == 2 || hw.dtype_bytes == 4)) return "dtype_bytes=" + fmt(hw.dtype_bytes) + " must be 1, 2 or 4";
   if (!(std::isfinite(hw.fixed_overhead_s) && hw.fixed_overhead_s >= 0)) return "fixed_overhead_s=" + fmt(hw.fixed_overhead_s) + " must be finite and >= 0";
+  const int roof = static_cast<int>(hw.roofline);
+  if (roof < 0 || roof >= kNumRooflines) return "roofline=" + std::to_string(roof) + " must be 0 (max) or 1 (sum)";
   for (int c = 0; c < kNumOpClasses; ++c) {
     const ClassTerms& t = hw.terms[c];
     const std::string n = kOpClassNames[c];

@@ -3,9 +3,10 @@
 //
 // Each op gets FLOPs (2 per MAC), FLOPs padded to the matrix-unit tile, the FLOPs of elementwise work
 // fused into it (bias, activation, residual, norm, softmax), weight bytes and activation bytes. Its time is
-//   max(padded_flops / (peak * ce_class), vector_flops / (vector_peak * ce_vector),
-//       weight_bytes / (bw_w * me_class) + act_bytes / (bw_a * me_class)) + overhead_class
-// where bw_w is on-chip bandwidth when all non-embedding weights fit in half the on-chip memory and
+//   combine(padded_flops / (peak * ce_class), vector_flops / (vector_peak * ce_vector),
+//           weight_bytes / (bw_w * me_class) + act_bytes / (bw_a * me_class)) + overhead_class
+// where combine is max (Roofline::kMax, the default) or the sum (Roofline::kSum) of the three terms,
+// bw_w is on-chip bandwidth when all non-embedding weights fit in half the on-chip memory and
 // bw_a is on-chip bandwidth when the op's activations fit in the other half (else HBM bandwidth).
 // Ops repeated in every layer are costed once and multiplied by the layer count.
 #pragma once

@@ -2,10 +2,11 @@
 
 The cost model (``csrc/costmodel/model.h``) prices every op as::
 
-    max(padded_flops / (peak * ce[class]), vector_flops / (vector_peak * ce[vector]),
-        weight_bytes / (bw_w * me[class]) + act_bytes / (bw_a * me[class])) + overhead[class]
+    combine(padded_flops / (peak * ce[class]), vector_flops / (vector_peak * ce[vector]),
+            weight_bytes / (bw_w * me[class]) + act_bytes / (bw_a * me[class])) + overhead[class]
 
-plus one fixed overhead per inference. This module fits ``ce``, ``me`` and
+plus one fixed overhead per inference, where ``combine`` is the profile's
+``roofline``: ``max`` or ``sum``. This module fits ``ce``, ``me`` and
 ``overhead`` for each op class (matmul, attention, vector, gather) and the fixed
 overhead to a table of measurements (`autodistill.measure`):
 
@@ -17,11 +18,13 @@ overhead to a table of measurements (`autodistill.measure`):
 3. `fit_terms` runs ``scipy.optimize.least_squares`` on ``log(predicted /
    measured)`` with bounds (efficiencies in log space, overheads in
    microseconds), from several starts, first on the micro-benchmarks and then on
-   micro-benchmarks plus the training split of whole students;
+   micro-benchmarks plus the training split of whole students; `calibrate` fits
+   both roofline modes and keeps the given one, or with ``roofline="auto"`` the
+   one with the lower MAPE on the training students (never the held-out ones);
 4. `calibrate` reports on the held-out students with the shipped model itself
    (``CostModel(profile.with_calibration(...))``): MAPE, share within +-10%,
    Spearman and Kendall rank correlation, against the spec-only profile and the
-   measurement noise floor.
+   measurement noise floor, and the same numbers for the roofline mode not kept.
 
 `recalibrate(profile, measurements)` is the one call for refitting a profile
 from new measurements (for instance on-device confirmations of a few students).
@@ -38,8 +41,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from autodistill.arch import StudentArch
-from autodistill.errors import CalibrationError
-from autodistill.hardware import CLASS_TERMS, OP_CLASSES, Calibration, ClassTerms, HardwareProfile
+from autodistill.errors import CalibrationError, choices_message
+from autodistill.hardware import CLASS_TERMS, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, HardwareProfile
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ _FIXED_MAX_US = 1e6
 #: Kinds whose measurements are fitted (peak/stream/vector_peak only set base rates).
 FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "layer", "student")
 MICRO_KINDS = FIT_KINDS[:-1]
+#: What `calibrate` accepts for ``roofline``: a mode of `autodistill.hardware.ROOFLINES`, or "auto".
+ROOFLINE_CHOICES: tuple[str, ...] = ROOFLINES + ("auto",)
 
 
 # ============================================================================================ cases -> ops
@@ -215,8 +220,18 @@ def calibration_of(theta: Sequence[float], source: str = "fit", fitted: bool = T
     return Calibration(terms=terms, fitted=fitted, fixed_overhead_s=th[-1], source=source)
 
 
-def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float]) -> np.ndarray:
-    """Latency (s) of every sample of ``mat`` under terms ``theta`` (`PARAM_NAMES` order)."""
+def _check_roofline(roofline: str, choices: Sequence[str] = ROOFLINES) -> None:
+    if not isinstance(roofline, str) or roofline not in choices:
+        raise CalibrationError(choices_message("roofline", roofline, choices))
+
+
+def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float], roofline: str = "max") -> np.ndarray:
+    """Latency (s) of every sample of ``mat`` under terms ``theta`` (`PARAM_NAMES` order).
+
+    ``roofline`` ("max" or "sum") combines each op's compute, vector and memory times, as the profile
+    field of that name does in the shipped model.
+    """
+    _check_roofline(roofline)
     th = np.asarray(theta, dtype=np.float64)
     ce, me, ov = th[0:3 * _N_CLS:3], th[1:3 * _N_CLS:3], th[2:3 * _N_CLS:3]
     c = mat.cls
@@ -225,7 +240,10 @@ def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float]) -
     bw_w = np.where(mat.weights_onchip, rates["onchip"], rates["hbm"])
     bw_a = np.where(mat.acts_onchip, rates["onchip"], rates["hbm"])
     memory = (mat.weight_bytes / bw_w + mat.act_bytes / bw_a) / me[c]
-    per_op = np.maximum(np.maximum(compute, vector), memory) + mat.count * ov[c]
+    if roofline == "sum":
+        per_op = compute + vector + memory + mat.count * ov[c]
+    else:
+        per_op = np.maximum(np.maximum(compute, vector), memory) + mat.count * ov[c]
     return np.bincount(mat.sample, weights=per_op, minlength=mat.n_samples) + th[-1]
 
 
@@ -281,8 +299,8 @@ class FitResult:
 def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *,
               theta0: Sequence[float] | None = None, weights: np.ndarray | None = None,
               prior: Sequence[float] | None = None, prior_weight: float = 1e-6, starts: int = 6,
-              seed: int = 0, free: Sequence[str] | None = None) -> FitResult:
-    """Least-squares fit of the terms to ``measured`` seconds.
+              seed: int = 0, free: Sequence[str] | None = None, roofline: str = "max") -> FitResult:
+    """Least-squares fit of the terms to ``measured`` seconds, ops combined by ``roofline`` ("max" or "sum").
 
     Minimizes ``sum w_i^2 log(pred_i / measured_i)^2`` plus a weak ridge pulling
     each fitted coordinate (log efficiencies, overheads in microseconds, scaled)
@@ -293,6 +311,7 @@ def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *
     """
     from scipy.optimize import least_squares
 
+    _check_roofline(roofline)
     measured = np.asarray(measured, dtype=np.float64)
     if measured.shape != (mat.n_samples,):
         raise CalibrationError(f"{mat.n_samples} samples but {measured.shape} measurements")
@@ -320,7 +339,7 @@ def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *
 
     def resid(xf: np.ndarray, base: np.ndarray) -> np.ndarray:
         x = full_x(xf, base)
-        pred = predict(_to_theta(x), mat, rates)
+        pred = predict(_to_theta(x), mat, rates, roofline)
         r = w * (np.log(np.maximum(pred, 1e-30)) - log_meas)
         return np.concatenate([r, sqrt_pw * scale[fi] * (xf - x_prior[fi])])
 
@@ -343,7 +362,7 @@ def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *
             best = r
     assert best is not None
     theta = _to_theta(full_x(best.x, x0))
-    pred = predict(theta, mat, rates)
+    pred = predict(theta, mat, rates, roofline)
     rms = float(np.sqrt(np.mean((np.log(pred) - log_meas) ** 2)))
     return FitResult(theta, float(best.cost), rms, mat.n_samples, len(inits), bool(best.success), str(best.message))
 
@@ -492,7 +511,12 @@ def assign_splits(df: "pd.DataFrame", test_fraction: float = 0.4, seed: int = 0)
 # ============================================================================================ calibration
 @dataclass
 class CalibrationReport:
-    """What `calibrate` found: the fitted profile and its accuracy on held-out whole students."""
+    """What `calibrate` found: the fitted profile and its accuracy on held-out whole students.
+
+    ``rooflines`` holds, for every roofline mode fitted (the kept one, ``profile.roofline``, and the
+    other one for comparison), that fit's accuracy: ``{"max": {"train": ..., "heldout": ..., "micro": ...},
+    "sum": {...}}``.
+    """
 
     profile: HardwareProfile
     heldout: dict[str, float]  # calibrated profile on held-out students
@@ -505,12 +529,14 @@ class CalibrationReport:
     base_measured: dict[str, float]
     fit: dict[str, Any]
     predictions: "pd.DataFrame" = field(repr=False)  # noqa: F821
+    rooflines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"profile": self.profile.name, "heldout": self.heldout, "heldout_spec_only": self.heldout_spec,
+        return {"profile": self.profile.name, "roofline": self.profile.roofline, "heldout": self.heldout,
+                "heldout_spec_only": self.heldout_spec,
                 "heldout_measured_base_uncalibrated": self.heldout_base, "train": self.train, "micro": self.micro,
                 "noise_floor": self.noise, "flops_check": self.flops_check, "base_measured": self.base_measured,
-                "fit": self.fit,
+                "fit": self.fit, "rooflines": self.rooflines,
                 "terms": {n: float(v) for n, v in zip(PARAM_NAMES, theta_of(self.profile))}}
 
     def format(self) -> str:
@@ -521,12 +547,18 @@ class CalibrationReport:
                     f"spearman={d['spearman']:.4f}  kendall={d['kendall']:.4f}  max={100 * d['max_ape']:.1f}%  "
                     f"bias={d['mean_ratio']:.3f}x")
 
+        kept = self.profile.roofline
         out = [f"calibrated profile {self.profile.name}: {self.profile.calibration.source if self.profile.calibration else ''}",
+               f"roofline: {kept} ({self.fit.get('roofline_choice', 'given')})",
                line("held-out students, calibrated", self.heldout),
                line("held-out students, spec-only", self.heldout_spec),
                line("held-out, measured base, uncalib.", self.heldout_base),
                line("training students, calibrated", self.train),
                line("micro-benchmarks, calibrated", self.micro)]
+        for mode, acc in self.rooflines.items():
+            if mode != kept:
+                out += [line(f"held-out, {mode} roofline (not kept)", acc.get("heldout", {})),
+                        line(f"training, {mode} roofline (not kept)", acc.get("train", {}))]
         for col, nf in self.noise.items():
             if nf:
                 out.append(f"noise floor ({col}): " + ", ".join(f"{k}={v:.4g}" for k, v in nf.items()))
@@ -554,7 +586,7 @@ def _student_weights(kinds: np.ndarray, student_share: float) -> np.ndarray:
 def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: str = "fp32",  # noqa: F821
               spec_profile: HardwareProfile | None = None, measure_base: bool = True, seed: int = 0,
               test_fraction: float = 0.4, student_share: float = 0.7, time_col: str = "median_s",
-              starts: int = 6, description: str | None = None) -> CalibrationReport:
+              starts: int = 6, description: str | None = None, roofline: str = "auto") -> CalibrationReport:
     """Fit ``base``'s terms to a measurement table and report on its held-out students.
 
     Stage 1 fits the micro-benchmarks (single ops and encoder layers); stage 2
@@ -562,9 +594,17 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     students weighted to ``student_share`` of the objective. Held-out students
     (``split == "test"``) are never seen by the fit. Accuracy is computed with
     `autodistill.costmodel.CostModel` on the returned profile.
+
+    Both roofline modes ("max": an op takes its slowest of compute, vector and
+    memory time; "sum": their sum) are fitted the same way. ``roofline`` picks
+    the one kept in the returned profile; ``"auto"`` keeps the one with the
+    lower MAPE on the training students (on the micro-benchmarks when there are
+    none), never looking at the held-out ones. The other mode's accuracy is
+    reported beside it (`CalibrationReport.rooflines`).
     """
     from autodistill.costmodel import CostModel
 
+    _check_roofline(roofline, ROOFLINE_CHOICES)
     if df.empty:
         raise CalibrationError("no measurements to calibrate from")
     if time_col not in df.columns:
@@ -582,7 +622,7 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     if fit_df.empty:
         raise CalibrationError(f"no rows of a fitted kind ({', '.join(FIT_KINDS)}) in the measurements")
     first = fit_df[fit_df.get("repeat", 0) == 0] if "repeat" in fit_df.columns else fit_df
-    ops = table_ops(fit_df, prof0, dtype)
+    ops = table_ops(fit_df, prof0, dtype)  # op shapes do not depend on the roofline mode
     mat = OpMatrix.from_ops(ops)
     meas = fit_df[time_col].to_numpy(dtype=float)
     kinds = fit_df["kind"].to_numpy(dtype=object)
@@ -591,31 +631,58 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     micro_idx = np.flatnonzero(first_mask & (kinds != "student"))
     train_idx = np.flatnonzero(first_mask & (kinds == "student") & (fit_df["split"].to_numpy() == "train"))
     test_idx = np.flatnonzero(first_mask & (kinds == "student") & (fit_df["split"].to_numpy() == "test"))
-    theta0 = theta_of(prof0)
+    if not len(micro_idx) and not len(train_idx):
+        raise CalibrationError("nothing to fit: no micro-benchmarks and no training students")
     fit_info: dict[str, Any] = {"n_micro": int(len(micro_idx)), "n_train_students": int(len(train_idx)),
                                 "n_test_students": int(len(test_idx)), "seed": seed, "student_share": student_share,
                                 "time_col": time_col, "passes": pass_info}
-    if len(micro_idx):
-        r1 = fit_terms(mat.subset(micro_idx), meas[micro_idx], rates, theta0=theta0, starts=starts, seed=seed)
-        theta0 = r1.theta
-        fit_info["stage1_rms_log"] = r1.rms_log_error
-    stage2 = np.concatenate([micro_idx, train_idx])
-    if len(train_idx):
+
+    def fit_mode(mode: str) -> tuple[np.ndarray, dict[str, float]]:
+        theta0, info = theta_of(prof0), {}
+        if len(micro_idx):
+            r1 = fit_terms(mat.subset(micro_idx), meas[micro_idx], rates, theta0=theta0, starts=starts, seed=seed,
+                           roofline=mode)
+            theta0 = r1.theta
+            info["stage1_rms_log"] = r1.rms_log_error
+        if not len(train_idx):
+            return theta0, info
+        stage2 = np.concatenate([micro_idx, train_idx])
         w = _student_weights(kinds[stage2], student_share)
-        r2 = fit_terms(mat.subset(stage2), meas[stage2], rates, theta0=theta0, weights=w, starts=starts, seed=seed + 1)
-        theta = r2.theta
-        fit_info["stage2_rms_log"] = r2.rms_log_error
-    elif len(micro_idx):
-        theta = theta0
+        r2 = fit_terms(mat.subset(stage2), meas[stage2], rates, theta0=theta0, weights=w, starts=starts,
+                       seed=seed + 1, roofline=mode)
+        info["stage2_rms_log"] = r2.rms_log_error
+        return r2.theta, info
+
+    thetas: dict[str, np.ndarray] = {}
+    mode_info: dict[str, dict[str, float]] = {}
+    for mode in ROOFLINES:
+        thetas[mode], mode_info[mode] = fit_mode(mode)
+    # The choice sees only what the fit saw: training students (else micro-benchmarks), never held-out ones.
+    select_idx, select_on = (train_idx, "training students") if len(train_idx) else (micro_idx, "micro-benchmarks")
+    select_mape = {m: accuracy(predict(thetas[m], mat.subset(select_idx), rates, m), meas[select_idx])["mape"]
+                   for m in ROOFLINES}
+    if roofline == "auto":
+        kept = min(ROOFLINES, key=lambda m: (select_mape[m], ROOFLINES.index(m)))
+        others = ", ".join(f"{100 * select_mape[m]:.2f}% for {m}" for m in ROOFLINES if m != kept)
+        choice = (f"auto: lower MAPE on the {len(select_idx)} {select_on}, {100 * select_mape[kept]:.2f}% vs "
+                  f"{others}")
     else:
-        raise CalibrationError("nothing to fit: no micro-benchmarks and no training students")
+        kept, choice = roofline, "given"
+    fit_info.update(mode_info[kept])  # stage1/stage2 rms of the kept fit, as before
+    fit_info.update(roofline=kept, roofline_choice=choice, by_roofline=mode_info,
+                    roofline_selection_mape={m: float(v) for m, v in select_mape.items()})
+    theta = thetas[kept]
     source = (f"autodistill calibrate on {_first(df, 'device_kind')} ({_first(df, 'cpu')}) host {_first(df, 'host')} "
               f"{_first(df, 'date')}; jax {_first(df, 'jax_version')}; {len(micro_idx)} micro-benchmarks + "
-              f"{len(train_idx)} training students, {len(test_idx)} held out (seed {seed})")
-    prof = prof0.with_calibration(calibration_of(theta, source=source), name=name)
+              f"{len(train_idx)} training students, {len(test_idx)} held out (seed {seed}); roofline {kept}"
+              + (" (auto, by training error)" if roofline == "auto" else ""))
+    profs = {m: dataclasses.replace(prof0, roofline=m).with_calibration(calibration_of(thetas[m], source=source),
+                                                                       name=name)
+             for m in ROOFLINES}
+    prof = profs[kept]
 
     # Everything below is priced by the shipped model (C++), not the fitting copy.
-    cm = CostModel(prof, dtype)
+    cms = {m: CostModel(p, dtype) for m, p in profs.items()}
     spec = spec_profile if spec_profile is not None else base
     cm_spec = CostModel(spec, dtype)
     cm_base = CostModel(prof0, dtype)
@@ -624,17 +691,22 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     for i, r in stud.iterrows():
         arch = StudentArch.from_dict(_params(r)["arch"])
         b, s = int(_params(r)["b"]), int(_params(r)["s"])
-        rows.append({"name": r["name"], "split": r["split"], "repeat": int(r.get("repeat", 0)), "batch": b, "seq": s,
-                     "measured_s": float(r[time_col]), "predicted_s": cm.latency_s(arch, b, s),
-                     "spec_s": cm_spec.latency_s(arch, b, s), "base_s": cm_base.latency_s(arch, b, s),
-                     "fit_copy_s": float(predict(theta, mat.subset([i]), rates)[0])})
+        row = {"name": r["name"], "split": r["split"], "repeat": int(r.get("repeat", 0)), "batch": b, "seq": s,
+               "measured_s": float(r[time_col]), "predicted_s": cms[kept].latency_s(arch, b, s),
+               "spec_s": cm_spec.latency_s(arch, b, s), "base_s": cm_base.latency_s(arch, b, s)}
+        for m in ROOFLINES:
+            row[f"predicted_{m}_s"] = cms[m].latency_s(arch, b, s)
+            row[f"fit_copy_{m}_s"] = float(predict(thetas[m], mat.subset([i]), rates, m)[0])
+        rows.append(row)
     import pandas as pd
 
     pred_df = pd.DataFrame(rows)
     if len(pred_df):
-        gap = np.max(np.abs(pred_df["fit_copy_s"] / pred_df["predicted_s"] - 1))
-        if gap > 1e-6:
-            raise CalibrationError(f"fitting copy of the model disagrees with CostModel by {gap:.2e} (relative)")
+        for m in ROOFLINES:
+            gap = np.max(np.abs(pred_df[f"fit_copy_{m}_s"] / pred_df[f"predicted_{m}_s"] - 1))
+            if gap > 1e-6:
+                raise CalibrationError(f"fitting copy of the model ({m} roofline) disagrees with CostModel by "
+                                       f"{gap:.2e} (relative)")
 
     def acc(mask: Any, col: str) -> dict[str, float]:
         sub = pred_df[mask] if len(pred_df) else pred_df
@@ -643,12 +715,15 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     first_p = pred_df["repeat"] == 0 if len(pred_df) else []
     test_m = (pred_df["split"] == "test") & first_p if len(pred_df) else []
     train_m = (pred_df["split"] == "train") & first_p if len(pred_df) else []
-    micro_acc = accuracy(predict(theta, mat.subset(micro_idx), rates), meas[micro_idx]) if len(micro_idx) else {}
+    micro = {m: accuracy(predict(thetas[m], mat.subset(micro_idx), rates, m), meas[micro_idx]) if len(micro_idx)
+             else {} for m in ROOFLINES}
+    by_mode = {m: {"heldout": acc(test_m, f"predicted_{m}_s"), "train": acc(train_m, f"predicted_{m}_s"),
+                   "micro": micro[m]} for m in ROOFLINES}
     flops = _flops_check(stud[stud.get("repeat", 0) == 0] if "repeat" in stud.columns else stud, prof, dtype)
     return CalibrationReport(prof, acc(test_m, "predicted_s"), acc(test_m, "spec_s"), acc(test_m, "base_s"),
-                             acc(train_m, "predicted_s"), micro_acc,
+                             acc(train_m, "predicted_s"), micro[kept],
                              {c: noise_floor(stud, c) for c in dict.fromkeys((time_col, "median_s")) if c in stud},
-                             flops, got, fit_info, pred_df)
+                             flops, got, fit_info, pred_df, by_mode)
 
 
 def _first(df: "pd.DataFrame", col: str) -> str:  # noqa: F821
@@ -716,8 +791,8 @@ def recalibrate(profile: HardwareProfile, measurements: Any, *, dtype: str | Non
     latency_s)`` tuples / ``{"arch", "batch", "seq", "latency_s"}`` dicts (e.g.
     on-device confirmations). The fit starts from the profile's current terms
     and is pulled toward them by ``prior_weight``, so a handful of measurements
-    adjusts the terms they inform and leaves the others alone. Base rates are
-    kept. Every fitted row is used (no held-out split).
+    adjusts the terms they inform and leaves the others alone. Base rates and
+    the roofline mode are kept. Every fitted row is used (no held-out split).
     """
     df = _measurement_frame(measurements)
     dtype = dtype or profile.default_dtype
@@ -729,13 +804,14 @@ def recalibrate(profile: HardwareProfile, measurements: Any, *, dtype: str | Non
     th0 = theta_of(profile)
     w = _student_weights(fit_df["kind"].to_numpy(dtype=object), student_share)
     r = fit_terms(mat, meas, base_rates(profile, dtype), theta0=th0, prior=th0, prior_weight=prior_weight,
-                  weights=w, starts=1, seed=seed)
+                  weights=w, starts=1, seed=seed, roofline=profile.roofline)
     old = profile.calibration.source if profile.calibration is not None else "spec"
     src = f"recalibrated from {len(fit_df)} measurements (rms log error {r.rms_log_error:.3f}); previously: {old}"
     return profile.with_calibration(calibration_of(r.theta, source=src[:500]), name=name or profile.name)
 
 
-__all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES", "accuracy", "assign_splits",
+__all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES", "ROOFLINE_CHOICES", "accuracy",
+           "assign_splits",
            "collapse_passes",
            "base_rates", "calibrate", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
            "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]

@@ -9,8 +9,11 @@ single-core latency an idle machine would show. Every case is measured in two
 passes (``--passes``) and the faster one kept. Measuring writes
 ``<out stem>_measurements.csv`` beside the profile (every case with its
 environment fingerprint); ``--from-measurements`` refits from such a table
-without measuring. The profile's header comments record the held-out
-accuracy, the spec-only accuracy and the noise floor.
+without measuring. ``--roofline max|sum|auto`` (default auto) sets how an op's
+compute, vector and memory times combine; auto fits both and keeps the one with
+the lower error on the training students. The profile's header comments record
+the held-out accuracy of the kept mode and of the other one, the spec-only
+accuracy and the noise floor.
 """
 from __future__ import annotations
 
@@ -79,6 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where to write the measurement table (default: <out stem>_measurements.csv)")
     p.add_argument("--from-measurements", default=None, metavar="CSV",
                    help="refit from a saved measurement table instead of measuring")
+    p.add_argument("--roofline", default="auto", choices=("max", "sum", "auto"),
+                   help="how an op's compute, vector and memory times combine: max (they overlap), sum (they do "
+                        "not), or auto: fit both, keep the one with the lower MAPE on the training students "
+                        "(held-out students are never used to choose; default auto)")
     p.add_argument("--no-measure-base", action="store_true",
                    help="keep the base profile's peak/bandwidths instead of the measured ones")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -140,7 +147,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
     rep = calibrate(df, base, name=name, dtype=args.dtype, seed=args.seed, test_fraction=args.test_fraction,
                     time_col=time_col,
-                    measure_base=not args.no_measure_base,
+                    measure_base=not args.no_measure_base, roofline=args.roofline,
                     description=describe_measurements(df, args.device))
     write_profile(rep, args.out)
     if args.json:
@@ -230,9 +237,17 @@ def write_profile(rep, out: str | Path) -> Path:
     if rep.base_measured:
         lines.append("# Base rates measured on this device: " + ", ".join(
             f"{k}={v:.4g}" for k, v in rep.base_measured.items()) + "; other base fields from the base profile.")
+    kept = rep.profile.roofline
+    lines.append(f"# Roofline: {kept} ({rep.fit.get('roofline_choice', 'given')}).")
     if h:
-        lines.append(f"# Held-out students (n={h['n']}): MAPE {100 * h['mape']:.2f}%, within +-10% "
+        lines.append(f"# Held-out students (n={h['n']}), {kept} roofline: MAPE {100 * h['mape']:.2f}%, within +-10% "
                      f"{100 * h['within_10pct']:.1f}%, Spearman {h['spearman']:.4f}, Kendall {h['kendall']:.4f}.")
+    for mode, acc in rep.rooflines.items():
+        o = acc.get("heldout") if mode != kept else None
+        if o:
+            lines.append(f"# Same fit with the {mode} roofline (not kept; for comparison): held-out MAPE "
+                         f"{100 * o['mape']:.2f}%, within +-10% {100 * o['within_10pct']:.1f}%, Spearman "
+                         f"{o['spearman']:.4f}, Kendall {o['kendall']:.4f}.")
     if s:
         lines.append(f"# Spec-only base profile on the same students: MAPE {100 * s['mape']:.1f}%, within +-10% "
                      f"{100 * s['within_10pct']:.1f}%, Spearman {s['spearman']:.4f}.")

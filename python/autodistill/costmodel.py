@@ -25,12 +25,13 @@ from autodistill import _costmodel
 from autodistill.arch import FEATURE_NAMES, StudentArch
 from autodistill.costmodel_reference import OpEstimate
 from autodistill.errors import AutodistillError, CostModelError
-from autodistill.hardware import OP_CLASSES, HardwareProfile
+from autodistill.hardware import OP_CLASSES, ROOFLINES, HardwareProfile
 
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the model's formulas change; stored with every search trial.
-COST_MODEL_VERSION = "1.0"
+#: 1.1: per-profile roofline combine mode (``[compute] roofline = "max" | "sum"``; "max" is 1.0's formula).
+COST_MODEL_VERSION = "1.1"
 
 if tuple(_costmodel.FEATURE_NAMES) != FEATURE_NAMES:  # pragma: no cover - build/version skew
     raise ImportError(
@@ -39,11 +40,17 @@ if tuple(_costmodel.FEATURE_NAMES) != FEATURE_NAMES:  # pragma: no cover - build
     )
 if tuple(_costmodel.OP_CLASSES) != OP_CLASSES:  # pragma: no cover
     raise ImportError(f"autodistill._costmodel op classes {_costmodel.OP_CLASSES} != {OP_CLASSES}; rebuild")
+if tuple(getattr(_costmodel, "ROOFLINES", ())) != ROOFLINES:  # pragma: no cover
+    raise ImportError(f"autodistill._costmodel rooflines {getattr(_costmodel, 'ROOFLINES', None)} != {ROOFLINES}; "
+                      "rebuild the extension (make build)")
 
 
 @dataclass(frozen=True)
 class LatencyEstimate:
-    """Latency of one inference of ``batch`` x ``seq`` tokens, with its per-op breakdown."""
+    """Latency of one inference of ``batch`` x ``seq`` tokens, with its per-op breakdown.
+
+    ``roofline`` is how each op's compute, vector and memory times were combined (the profile's mode).
+    """
 
     latency_s: float
     fixed_overhead_s: float
@@ -52,6 +59,7 @@ class LatencyEstimate:
     dtype: str
     batch: int
     seq: int
+    roofline: str = "max"
 
     @property
     def flops(self) -> float:
@@ -64,7 +72,7 @@ class LatencyEstimate:
     def to_dict(self) -> dict:
         return {
             "latency_s": self.latency_s, "fixed_overhead_s": self.fixed_overhead_s, "profile": self.profile,
-            "dtype": self.dtype, "batch": self.batch, "seq": self.seq, "flops": self.flops,
+            "dtype": self.dtype, "batch": self.batch, "seq": self.seq, "roofline": self.roofline, "flops": self.flops,
             "bytes_moved": self.bytes_moved, "ops": [o.__dict__.copy() for o in self.ops],
         }
 
@@ -93,7 +101,7 @@ class CostModel:
             raise CostModelError(f"profile {profile.name!r}: {e}") from None
 
     def __repr__(self) -> str:
-        return f"CostModel(profile={self.profile.name!r}, dtype={self.dtype!r})"
+        return f"CostModel(profile={self.profile.name!r}, dtype={self.dtype!r}, roofline={self.profile.roofline!r})"
 
     def estimate(self, arch: StudentArch, batch: int = 1, seq: int = 128, *, mlm_head: bool = False) -> LatencyEstimate:
         """Latency and per-op breakdown of one inference of ``arch`` on ``batch`` x ``seq`` tokens."""
@@ -106,7 +114,7 @@ class CostModel:
             raise CostModelError(str(e)) from None
         ops = tuple(OpEstimate(**o) for o in d["ops"])
         return LatencyEstimate(d["latency_s"], d["fixed_overhead_s"], ops, self.profile.name, self.dtype,
-                               int(batch), int(seq))
+                               int(batch), int(seq), self.profile.roofline)
 
     def latency_s(self, arch: StudentArch, batch: int = 1, seq: int = 128, *, mlm_head: bool = False) -> float:
         return self.estimate(arch, batch, seq, mlm_head=mlm_head).latency_s

@@ -91,8 +91,9 @@ def _estimate(args: argparse.Namespace) -> int:
         d["arch"] = arch.to_dict()
         print(json.dumps(d, indent=2))
         return 0
-    print(f"{arch.short_name()} on {est.profile} ({est.dtype}), batch={est.batch} seq={est.seq}: "
-          f"{est.latency_s * 1e3:.4f} ms, {est.flops / 1e9:.3f} GFLOP, {est.bytes_moved / 1e6:.2f} MB")
+    print(f"{arch.short_name()} on {est.profile} ({est.dtype}, {est.roofline} roofline), "
+          f"batch={est.batch} seq={est.seq}: {est.latency_s * 1e3:.4f} ms, {est.flops / 1e9:.3f} GFLOP, "
+          f"{est.bytes_moved / 1e6:.2f} MB")
     hdr = f"{'op':26s} {'class':9s} {'count':>5s} {'GFLOP':>9s} {'pad%':>6s} {'MB':>9s} {'bound':7s} {'ms':>9s} {'share':>6s}"
     print(hdr)
     print("-" * len(hdr))

@@ -9,9 +9,12 @@ matrix-unit tile, the FLOPs of elementwise work fused into it (bias,
 activation, residual, norm: XLA fuses these epilogues into their producer),
 weight bytes and activation bytes. Its time is the roofline::
 
-    max(padded_flops / (peak * ce[class]),
-        vector_flops / (vector_peak * ce[vector]),
-        weight_bytes / (bw_w * me[class]) + act_bytes / (bw_a * me[class])) + overhead[class]
+    combine(padded_flops / (peak * ce[class]),
+            vector_flops / (vector_peak * ce[vector]),
+            weight_bytes / (bw_w * me[class]) + act_bytes / (bw_a * me[class])) + overhead[class]
+
+where ``combine`` is the profile's ``roofline``: ``max`` (the default: compute,
+vector and memory traffic overlap perfectly) or ``sum`` (they do not overlap).
 
 ``bw_w`` is the on-chip bandwidth when every non-embedding weight fits in half
 the on-chip memory (pinned, as on TPUv4i's CMEM), else HBM bandwidth; ``bw_a``
@@ -168,7 +171,11 @@ class OpEstimate:
 
     @property
     def bound(self) -> str:
-        """Which roofline term sets the op's time: compute, vector or memory."""
+        """The largest roofline term: compute, vector or memory.
+
+        Under ``roofline = "max"`` it is the term that sets the op's time; under ``"sum"`` it is the
+        largest of the three added terms (the one worth making faster first).
+        """
         terms = {"compute": self.compute_s, "vector": self.vector_s, "memory": self.memory_s}
         return max(terms, key=terms.__getitem__)
 
@@ -195,7 +202,10 @@ def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int 
         vector_s = op.vector_flops / (hw["vector_flops_per_s"] * hw["vector_compute_efficiency"])
         memory_s = op.weight_bytes / (bw_w * me) + op.act_bytes / (bw_a * me)
         overhead_s = hw[f"{op.op_class}_overhead_s"]
-        latency_s = max(compute_s, vector_s, memory_s) + overhead_s
+        if hw["roofline"] == "sum":
+            latency_s = compute_s + vector_s + memory_s + overhead_s
+        else:
+            latency_s = max(compute_s, vector_s, memory_s) + overhead_s
         c = op.count
         out.append(RefOp(op.name, op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c,
                          op.weight_bytes * c, op.act_bytes * c, weights_onchip, acts_onchip, compute_s * c,

@@ -12,6 +12,7 @@ matrix_tile_m = 8               # the matrix unit pads M, N, K up to these
 matrix_tile_n = 128
 matrix_tile_k = 128
 clock_hz = 1.05e9
+roofline = "max"                # optional: how an op's compute, vector and memory times combine (max | sum)
 [memory]
 hbm_bytes = 8.59e9
 hbm_bytes_per_s = 614e9
@@ -26,6 +27,11 @@ matmul_compute_efficiency = 1.0 # per op class: matmul, attention, vector, gathe
 ```
 
 `load_profile` validates every field and range and names what is wrong.
+
+``roofline`` (default ``"max"``) chooses how the cost model combines an op's
+compute, vector and memory times: ``"max"`` assumes the units overlap
+perfectly (the classic roofline), ``"sum"`` assumes they do not (XLA on a CPU
+core overlaps little). Either way the op's per-class overhead is added.
 """
 from __future__ import annotations
 
@@ -49,6 +55,8 @@ DTYPES = ("fp32", "tf32", "bf16", "fp16", "int8")
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 #: Op classes that carry their own calibrated terms (order shared with C++).
 OP_CLASSES = ("matmul", "attention", "vector", "gather")
+#: How an op's compute, vector and memory times combine (order shared with C++).
+ROOFLINES = ("max", "sum")
 CLASS_TERMS = ("compute_efficiency", "memory_efficiency", "overhead_s")
 
 PROFILE_PATH_ENV = "AUTODISTILL_PROFILE_PATH"
@@ -56,7 +64,7 @@ PROFILE_PATH_ENV = "AUTODISTILL_PROFILE_PATH"
 
 @dataclass(frozen=True)
 class ClassTerms:
-    """Calibrated terms of one op class: time = max(flops/(peak*ce), bytes/(bw*me)) + overhead_s."""
+    """Calibrated terms of one op class: time = max-or-sum(flops/(peak*ce), bytes/(bw*me)) + overhead_s."""
 
     compute_efficiency: float = 1.0
     memory_efficiency: float = 1.0
@@ -106,6 +114,7 @@ class HardwareProfile:
     op_overhead_s: float
     fixed_overhead_s: float
     clock_hz: float = 0.0
+    roofline: str = "max"  # one of ROOFLINES
     description: str = ""
     calibration: Calibration | None = None
     path: str | None = field(default=None, compare=False)
@@ -131,6 +140,8 @@ class HardwareProfile:
         _check_range(self.name, "op_overhead_s", self.op_overhead_s, 0, 1.0)
         _check_range(self.name, "fixed_overhead_s", self.fixed_overhead_s, 0, 10.0)
         _check_range(self.name, "clock_hz", self.clock_hz, 0, 1e11)
+        if not isinstance(self.roofline, str) or self.roofline not in ROOFLINES:
+            raise ProfileError(f"profile {self.name!r}: " + choices_message("roofline", self.roofline, ROOFLINES))
 
     @property
     def dtypes(self) -> tuple[str, ...]:
@@ -154,14 +165,17 @@ class HardwareProfile:
             return self.calibration.fixed_overhead_s
         return self.fixed_overhead_s
 
-    def resolve(self, dtype: str | None = None) -> dict[str, float]:
-        """Flat numbers the cost model uses for one dtype (shared by C++ and the Python reference)."""
+    def resolve(self, dtype: str | None = None) -> dict[str, Any]:
+        """Flat fields the cost model uses for one dtype (shared by C++ and the Python reference).
+
+        Every value is a float except ``"roofline"``, one of `ROOFLINES`.
+        """
         dtype = dtype or self.default_dtype
         if dtype not in self.peak_flops_per_s:
             raise ProfileError(
                 f"profile {self.name!r} has no peak for dtype {dtype!r}; valid choices: {', '.join(self.dtypes)}"
             )
-        out: dict[str, float] = {
+        out: dict[str, Any] = {
             "peak_flops_per_s": float(self.peak_flops_per_s[dtype]),
             "vector_flops_per_s": float(self.vector_flops_per_s),
             "hbm_bytes_per_s": float(self.hbm_bytes_per_s),
@@ -172,6 +186,7 @@ class HardwareProfile:
             "tile_k": float(self.matrix_tile_k),
             "dtype_bytes": float(DTYPE_BYTES[dtype]),
             "fixed_overhead_s": float(self.effective_fixed_overhead_s()),
+            "roofline": self.roofline,
         }
         for c in OP_CLASSES:
             t = self.class_terms(c)
@@ -191,7 +206,8 @@ class HardwareProfile:
         peaks = ", ".join(f"{k} = {_num(v)}" for k, v in self.peak_flops_per_s.items())
         lines += [f"peak_flops_per_s = {{ {peaks} }}", f"vector_flops_per_s = {_num(self.vector_flops_per_s)}",
                   f"matrix_tile_m = {self.matrix_tile_m}", f"matrix_tile_n = {self.matrix_tile_n}",
-                  f"matrix_tile_k = {self.matrix_tile_k}", f"clock_hz = {_num(self.clock_hz)}", "", "[memory]",
+                  f"matrix_tile_k = {self.matrix_tile_k}", f"clock_hz = {_num(self.clock_hz)}",
+                  f'roofline = "{self.roofline}"', "", "[memory]",
                   f"hbm_bytes = {_num(self.hbm_bytes)}", f"hbm_bytes_per_s = {_num(self.hbm_bytes_per_s)}",
                   f"onchip_bytes = {_num(self.onchip_bytes)}", f"onchip_bytes_per_s = {_num(self.onchip_bytes_per_s)}",
                   "", "[overhead]", f"op_overhead_s = {_num(self.op_overhead_s)}",
@@ -225,11 +241,11 @@ def _check_range(profile: str, name: str, v: Any, lo: float, hi: float) -> None:
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "": ("name", "kind", "description"),
     "compute": ("peak_flops_per_s", "vector_flops_per_s", "matrix_tile_m", "matrix_tile_n", "matrix_tile_k",
-                "clock_hz"),
+                "clock_hz", "roofline"),
     "memory": ("hbm_bytes", "hbm_bytes_per_s", "onchip_bytes", "onchip_bytes_per_s"),
     "overhead": ("op_overhead_s", "fixed_overhead_s"),
 }
-_OPTIONAL = {"description", "clock_hz"}
+_OPTIONAL = {"description", "clock_hz", "roofline"}
 
 
 def profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HardwareProfile:
