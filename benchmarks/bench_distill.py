@@ -11,7 +11,9 @@ optimizer (AdamW, global-norm clipping), in float32 on the CPU:
 * ``kt``: a progressive knowledge-transfer step of stage ``l`` (feature MSE to the
   mapped teacher block through a projection, attention KL), teacher block
   outputs taken from a cache as in flash distillation, lower blocks frozen,
-  blocks above ``l`` skipped;
+  blocks above ``l`` skipped; compiled for that stage (``stage_compile="static"``,
+  what flash distillation uses when stages are long); ``kt-traced`` is the same step
+  compiled once for all stages (the stage a traced argument, used for short stages);
 * ``pd``: a pretraining-distillation step (MLM + KD against cached teacher
   top-k logits at the masked positions), all parameters trained.
 
@@ -30,6 +32,7 @@ measured with 2048^3 float32 matmuls in both frameworks (the larger is used);
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -124,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     arch = student_arch(args.student, ta.vocab_size)
     B, S, P = args.batch_size, args.seq_len, data.config.predictions_per_seq
     stage = min(args.stage, arch.num_hidden_layers - 1)
-    cfg = FlashConfig(kt_steps=1000, pd_steps=1000, batch_size=B, warmup_steps=0)
+    cfg = FlashConfig(kt_steps=1000, pd_steps=1000, batch_size=B, warmup_steps=0, stage_compile="static")
     engine = get_engine(arch, teacher, False, cfg, False, None)
+    engine_traced = get_engine(arch, teacher, False, dataclasses.replace(cfg, stage_compile="traced"), False, None)
     m = engine.layer_map[stage]
     n_batches = args.rounds * args.steps + 2
 
@@ -146,12 +150,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---------------------------------------------------------------- JAX
     state = engine.init_state(0, init_from_teacher=False)
+    state_traced = engine_traced.init_state(0, init_from_teacher=False)
     params0 = jax.device_get(state["train"]["params"])
     aux0 = jax.device_get(state["train"]["aux"])
 
     def jax_kt(i):
         nonlocal state
         state, loss, _ = engine.kt_step(state, batches[i], stage, t_prev[i], t_tgt[i])
+        return loss
+
+    def jax_kt_traced(i):
+        nonlocal state_traced
+        state_traced, loss, _ = engine_traced.kt_step(state_traced, batches[i], stage, t_prev[i], t_tgt[i])
         return loss
 
     def jax_pd(i):
@@ -246,24 +256,27 @@ def main(argv: list[str] | None = None) -> int:
         return loss.detach()
 
     # ---------------------------------------------------------------- cross-check the first losses
-    jl_kt, tl_kt = float(jax_kt(0)), float(torch_kt(0))
+    jl_kt, tl_kt, jl_ktt = float(jax_kt(0)), float(torch_kt(0)), float(jax_kt_traced(0))
     jl_pd, tl_pd = float(jax_pd(1)), float(torch_pd(1))
-    print(f"first losses (same weights and batch): kt JAX {jl_kt:.5f} PyTorch {tl_kt:.5f}; "
+    print(f"first losses (same weights and batch): kt JAX {jl_kt:.5f} (traced stage {jl_ktt:.5f}) PyTorch {tl_kt:.5f}; "
           f"pd JAX {jl_pd:.5f} PyTorch {tl_pd:.5f}")
 
-    times: dict[str, list[float]] = {k: [] for k in ("jax_kt", "torch_kt", "jax_pd", "torch_pd")}
+    times: dict[str, list[float]] = {k: [] for k in ("jax_kt", "jax_kt-traced", "torch_kt", "torch_kt-traced",
+                                                     "jax_pd", "torch_pd")}
     i = 2
     for r in range(args.rounds):
         for kind in ("kt", "pd"):
-            pair = (("jax", jax_kt), ("torch", torch_kt)) if kind == "kt" else (("jax", jax_pd), ("torch", torch_pd))
+            pair = ((("jax", jax_kt), ("jax", jax_kt_traced), ("torch", torch_kt)) if kind == "kt"
+                    else (("jax", jax_pd), ("torch", torch_pd)))
             for fw, fn in pair:
+                key = f"{fw}_{kind}" if fn is not jax_kt_traced else "jax_kt-traced"
                 for s in range(args.steps):
                     j = 2 + (r * args.steps + s) % (n_batches - 2)
                     t = time.perf_counter()
                     loss = fn(j)
                     if fw == "jax":
                         jax.block_until_ready(loss)
-                    times[f"{fw}_{kind}"].append(time.perf_counter() - t)
+                    times[key].append(time.perf_counter() - t)
     peak = matmul_peak()
     peak_best = max(peak.values())
     tokens = B * S
@@ -272,17 +285,18 @@ def main(argv: list[str] | None = None) -> int:
            "matmul_peak_gflops": peak, "first_losses": {"kt": [jl_kt, tl_kt], "pd": [jl_pd, tl_pd]}}
     print(f"student {arch.short_name()} / teacher {teacher.name}, batch {B} x seq {S}, {args.threads} threads; "
           f"matmul peak JAX {peak['jax_gflops']:.1f} GFLOP/s, PyTorch {peak['torch_gflops']:.1f} GFLOP/s")
-    print(f"{'step':4s} {'JAX ms':>8s} {'torch ms':>9s} {'JAX tok/s':>10s} {'torch tok/s':>12s} {'JAX/torch':>10s} "
+    print(f"{'step':9s} {'JAX ms':>8s} {'torch ms':>9s} {'JAX tok/s':>10s} {'torch tok/s':>12s} {'JAX/torch':>10s} "
           f"{'GFLOP':>7s} {'JAX %peak':>10s} {'torch %peak':>11s}")
-    for kind in ("kt", "pd"):
+    times["torch_kt-traced"] = times["torch_kt"]
+    for kind in ("kt", "kt-traced", "pd"):
         jt, tt = statistics.median(times[f"jax_{kind}"]), statistics.median(times[f"torch_{kind}"])
-        fl = step_flops(arch, B, S, P, kind, stage)
+        fl = step_flops(arch, B, S, P, kind.split("-")[0], stage)
         res[kind] = {"jax_step_s": jt, "torch_step_s": tt, "jax_tokens_per_s": tokens / jt,
                      "torch_tokens_per_s": tokens / tt, "jax_over_torch": tt / jt, "step_gflop": fl / 1e9,
                      "jax_fraction_of_peak": fl / jt / 1e9 / peak_best,
                      "torch_fraction_of_peak": fl / tt / 1e9 / peak_best,
                      "jax_samples_s": times[f"jax_{kind}"], "torch_samples_s": times[f"torch_{kind}"]}
-        print(f"{kind:4s} {jt * 1e3:8.1f} {tt * 1e3:9.1f} {tokens / jt:10.0f} {tokens / tt:12.0f} {tt / jt:10.2f} "
+        print(f"{kind:9s} {jt * 1e3:8.1f} {tt * 1e3:9.1f} {tokens / jt:10.0f} {tokens / tt:12.0f} {tt / jt:10.2f} "
               f"{fl / 1e9:7.1f} {100 * fl / jt / 1e9 / peak_best:9.1f}% {100 * fl / tt / 1e9 / peak_best:10.1f}%")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -96,6 +96,27 @@ def test_flash_cached_equals_live_and_learns(teacher, data, cache) -> None:
     assert again.losses == cached.losses and again.mlm_accuracy == cached.mlm_accuracy
 
 
+@pytest.mark.parametrize("freeze_lower", [True, False])
+def test_static_stages_equal_traced_stages(teacher, data, cache, freeze_lower) -> None:
+    """One compiled knowledge-transfer step per stage gives the same training as the traced stage."""
+    from autodistill.distill.flash import static_stages
+
+    arch = tiny_student(teacher.arch.vocab_size, layers=3)
+    runs = {}
+    for mode in ("static", "traced"):
+        cfg = flash_config(stage_compile=mode, freeze_lower=freeze_lower)
+        assert static_stages(cfg, arch) is (mode == "static")
+        runs[mode] = flash_distill(arch, teacher, data, cfg, cache=cache)
+        assert runs[mode].ok, runs[mode].message
+    np.testing.assert_allclose(runs["static"].losses, runs["traced"].losses, rtol=2e-4, atol=1e-5)
+    assert runs["static"].mlm_accuracy == pytest.approx(runs["traced"].mlm_accuracy, abs=2e-3)
+    # auto: static only when every stage lasts STATIC_STAGE_MIN_STEPS steps or more
+    assert not static_stages(flash_config(), arch)
+    assert static_stages(flash_config(kt_steps=3 * 32), arch)
+    with pytest.raises(DistillError, match="stage_compile"):
+        flash_config(stage_compile="sometimes")
+
+
 def test_flash_trains_down_the_loss(teacher, data, cache) -> None:
     arch = tiny_student(teacher.arch.vocab_size)
     cfg = flash_config(kt_steps=0, pd_steps=30, pd_lr=3e-3, batch_size=4)

@@ -34,7 +34,8 @@ from autodistill.arch import StudentArch
 from autodistill.errors import DistillError, choices_message
 
 from autodistill.distill.flash import (
-    DTYPES, HEAD_INITS, OPTIMIZERS, PART_NAMES, SCHEDULES, STATUSES, StepRun, check_compatible, get_engine, run_steps,
+    DTYPES, HEAD_INITS, OPTIMIZERS, PART_NAMES, SCHEDULES, STAGE_COMPILES, STATUSES, StepRun, check_compatible,
+    get_engine, run_steps,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class FullConfig:
     keep_checkpoints: int = 2
     dtype: str = "float32"
     fast_compile: bool = False
+    stage_compile: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("kt_steps", "pd_steps", "warmup_steps", "eval_every"):
@@ -110,6 +112,8 @@ class FullConfig:
             raise DistillError(choices_message("dtype", self.dtype, DTYPES))
         if self.head_init not in HEAD_INITS:
             raise DistillError(choices_message("head_init", self.head_init, HEAD_INITS))
+        if self.stage_compile not in STAGE_COMPILES:
+            raise DistillError(choices_message("stage_compile", self.stage_compile, STAGE_COMPILES))
 
     @property
     def total_steps(self) -> int:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from autodistill.arch import StudentArch
 
 __all__ = [
-    "attention_bias", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse", "attention_kl",
+    "attention_bias", "dense_2d", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse", "attention_kl",
     "mlm_loss", "kd_loss", "mlm_and_kd_loss", "nsp_loss", "masked_mean",
 ]
 
@@ -34,6 +34,30 @@ _LOG_FLOOR = 1e-12
 
 
 # ============================================================================ forward helpers
+def _dense_as_2d(next_fun, args, kwargs, context):
+    """Flax method interceptor: ``nn.Dense`` on ``(..., in)`` inputs runs as one ``(N, in)`` matmul.
+
+    Same numbers; XLA's CPU backend compiles the backward of a 2-D matmul into
+    library calls, while the 3-D ``dot_general`` backward gets transposed copies
+    and a slower kernel.
+    """
+    import flax.linen as nn
+
+    if (context.method_name == "__call__" and isinstance(context.module, nn.Dense) and args
+            and getattr(args[0], "ndim", 0) > 2):
+        x = args[0]
+        y = next_fun(x.reshape(-1, x.shape[-1]), *args[1:], **kwargs)
+        return y.reshape(x.shape[:-1] + y.shape[-1:])
+    return next_fun(*args, **kwargs)
+
+
+def dense_2d():
+    """Context manager: inside it, `StudentModel` dense layers run as 2-D matmuls (see `_dense_as_2d`)."""
+    import flax.linen as nn
+
+    return nn.intercept_methods(_dense_as_2d)
+
+
 def attention_bias(attention_mask: jax.Array) -> jax.Array:
     """``(B, S)`` 1/0 mask -> ``(B, 1, 1, S)`` additive bias (0 or ``finfo(float32).min``), as `StudentModel`."""
     keep = attention_mask.astype(bool)[:, None, None, :]
@@ -54,31 +78,53 @@ def encode(arch: StudentArch, params: Mapping[str, Any], input_ids: jax.Array, t
     from autodistill.models import StudentModel
 
     model = StudentModel(arch=arch, dtype=dtype, mlm_head=False)
-    return model.apply({"params": params}, input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-                       output_hidden_states=True, output_attentions=attentions)
+    with dense_2d():
+        return model.apply({"params": params}, input_ids, token_type_ids=token_type_ids,
+                           attention_mask=attention_mask, output_hidden_states=True, output_attentions=attentions)
 
 
 def encode_stage(arch: StudentArch, params: Mapping[str, Any], input_ids: jax.Array, token_type_ids: jax.Array,
-                 attention_mask: jax.Array, stage: jax.Array, *, freeze_lower: bool = True,
+                 attention_mask: jax.Array, stage: jax.Array | int, *, freeze_lower: bool = True,
                  dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
     """Encoder output of block ``stage`` and its attention probabilities, for layer-wise transfer.
 
-    ``stage`` may be traced. Blocks above ``stage`` are skipped; with
+    ``stage`` is a Python int (static: only blocks ``0..stage`` are traced, one
+    compilation per stage, the fastest step) or a traced int32 (one compilation
+    for every stage). Blocks above ``stage`` are skipped; with
     ``freeze_lower`` the blocks below it (and the embeddings unless ``stage == 0``)
-    run without gradients. Each block is a ``lax.switch``, so at run time only
+    run without gradients. Traced, each block is a ``lax.switch``, so at run time only
     the taken branch executes, forward and backward: a step of stage ``l`` costs
     ``l + 1`` block forwards and the backward of the trainable blocks, not the
     whole model. Returns ``(h (B, S, H), probs (B, A, S, S))``.
     """
+    with dense_2d():
+        return _encode_stage(arch, params, input_ids, token_type_ids, attention_mask, stage, freeze_lower, dtype)
+
+
+def _encode_stage(arch, params, input_ids, token_type_ids, attention_mask, stage, freeze_lower, dtype):
     from autodistill.models.encoder import Embeddings, Layer
 
     b, s = input_ids.shape
     pos = jnp.arange(s, dtype=jnp.int32)[None, :]
     h = Embeddings(arch, dtype).apply({"params": params["embeddings"]}, input_ids, token_type_ids, pos)
-    if freeze_lower:
-        h = jax.lax.cond(stage == 0, lambda x: x, jax.lax.stop_gradient, h)
     bias = attention_bias(attention_mask)
     layer = Layer(arch, dtype)
+    if isinstance(stage, int):  # static stage: only blocks 0..stage are traced, no branches
+        if not 0 <= stage < arch.num_hidden_layers:
+            raise ValueError(f"stage={stage} outside 0..{arch.num_hidden_layers - 1}")
+        if freeze_lower and stage > 0:
+            h = jax.lax.stop_gradient(h)
+        for i in range(stage):
+            p_i = params["encoder"][f"layer_{i}"]
+            if freeze_lower:
+                h, _ = layer.apply({"params": jax.lax.stop_gradient(p_i)}, h, bias)
+                h = jax.lax.stop_gradient(h)
+            else:
+                h, _ = layer.apply({"params": p_i}, h, bias)
+        h, probs = layer.apply({"params": params["encoder"][f"layer_{stage}"]}, h, bias)
+        return h, probs.astype(dtype)
+    if freeze_lower:
+        h = jax.lax.cond(stage == 0, lambda x: x, jax.lax.stop_gradient, h)
     zeros = jnp.zeros((b, arch.num_attention_heads, s, s), dtype)
     att = zeros
     for i in range(arch.num_hidden_layers):
@@ -114,8 +160,10 @@ def mlm_logits(arch: StudentArch, params: Mapping[str, Any], h: jax.Array, posit
     from autodistill.models.encoder import OnlyMLMHead
 
     hp = gather_positions(h, positions)
+    b, p = positions.shape
     emb = params["embeddings"]["word_embeddings"]["embedding"]
-    return OnlyMLMHead(arch, dtype).apply({"params": params["cls"]}, hp, emb).astype(jnp.float32)
+    logits = OnlyMLMHead(arch, dtype).apply({"params": params["cls"]}, hp.reshape(b * p, -1), emb)  # 2-D: see dense_2d
+    return logits.reshape(b, p, -1).astype(jnp.float32)
 
 
 # ============================================================================ losses
