@@ -140,12 +140,31 @@ def test_changed_config_is_refused_on_resume(tiny_setup) -> None:
         ("search", {"budgett": 3}, r"unknown key 'budgett' in \[search\]"),
         ("flash", {"steps": "many"}, r"\[flash\] steps = 'many' must be of type int"),
         ("confirm", {"tolerance": 0}, r"tolerance = 0 must be in \(0, 10\)"),
+        ("full", {"kt_fraction": 1.5}, r"\[full\] kt_fraction = 1.5 must be in \[0, 1\]"),
         ("data", {"corpus": []}, r"corpus is empty"),
     ],
 )
 def test_bad_config_values_are_clear_errors(section: str, values: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config(overrides={section: values})
+
+
+def test_config_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    from autodistill.pipeline import load_config
+
+    (tmp_path / "cfg").mkdir()
+    f = tmp_path / "cfg" / "run.toml"
+    f.write_text('[data]\ncorpus = ["builtin", "../text", "/abs/books"]\nheldout = ["held.txt"]\n'
+                 '[teacher]\npath = "teachers/bert"\n')
+    cfg = load_config(f)
+    assert cfg.get("data", "corpus") == ["builtin", str(tmp_path / "cfg" / "../text"), "/abs/books"]
+    assert cfg.get("data", "heldout") == [str(tmp_path / "cfg" / "held.txt")]
+    assert cfg.get("teacher", "path") == str(tmp_path / "cfg" / "teachers/bert")
+    # command-line overrides stay relative to the working directory; the embedded default is untouched
+    assert load_config(f, {"teacher": {"path": "x"}}).get("teacher", "path") == "x"
+    assert load_config().get("teacher", "path") == "default"
+    shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "shared_data.toml")
+    assert all(Path(p).is_absolute() for p in shipped.get("data", "corpus"))
 
 
 def test_bad_inputs_fail_before_any_work(tiny_setup, tmp_path: Path) -> None:
