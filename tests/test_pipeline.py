@@ -186,3 +186,20 @@ def test_bad_inputs_fail_before_any_work(tiny_setup, tmp_path: Path) -> None:
         assert not (tmp_path / d / "search").exists()
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_pareto_layers_fill_top_k() -> None:
+    from types import SimpleNamespace
+
+    from autodistill.pipeline import _pareto_layers
+
+    def t(i, acc, lat, ok=True):
+        return SimpleNamespace(trial_id=i, accuracy=acc, latency_s=lat, ok=ok)
+
+    trials = [t(0, 0.10, 1.0), t(1, 0.20, 2.0),          # front
+              t(2, 0.09, 1.5), t(3, 0.15, 2.5), t(4, 0.05, 3.0),  # second layer: 2 and 3 (4 is dominated by them)
+              t(5, 0.50, 0.5, ok=False)]                 # failed trials never count
+    assert [x.trial_id for x in _pareto_layers(trials, 2)] == [0, 1]
+    assert [x.trial_id for x in _pareto_layers(trials, 3)] == [0, 1, 3]   # best accuracy of the next layer
+    assert [x.trial_id for x in _pareto_layers(trials, 4)] == [0, 2, 1, 3]
+    assert [x.trial_id for x in _pareto_layers(trials, 10)] == [0, 2, 1, 3, 4]

@@ -414,13 +414,37 @@ def _stage_search(ctx: _Context) -> Any:
     return summary
 
 
+def _pareto_layers(trials: list[Any], k: int) -> list[Any]:
+    """Successive Pareto fronts of ``trials`` (accuracy up, latency down) until ``k`` are taken, fastest first.
+
+    The first front is always taken whole; later fronts fill the remaining places in
+    order of accuracy.
+    """
+    from autodistill.search.pareto import objective_matrix, pareto_mask
+
+    rest = [t for t in trials if t.ok and t.latency_s]
+    out: list[Any] = []
+    while rest and len(out) < k:
+        mask = pareto_mask(objective_matrix([t.accuracy for t in rest], [t.latency_s for t in rest]))
+        layer = [t for t, m in zip(rest, mask) if m]
+        if out:
+            layer = sorted(layer, key=lambda t: -(t.accuracy or 0.0))[: k - len(out)]
+        out.extend(layer)
+        taken = {t.trial_id for t in layer}
+        rest = [t for t in rest if t.trial_id not in taken]
+    return sorted(out, key=lambda t: (t.latency_s, -(t.accuracy or 0.0)))
+
+
 def _chosen_students(ctx: _Context) -> list[tuple[str, StudentArch, dict[str, Any]]]:
-    """Up to ``top_k`` Pareto students (spread over the latency range) plus the baseline."""
+    """``top_k`` students plus the baseline: Pareto students spread over the latency range, or, when the
+    front is smaller than ``top_k``, the front plus the best of the next non-dominated layers."""
     from autodistill.search.store import TrialStore
 
     top_k = ctx.cfg.get("full", "top_k", 3)
     with TrialStore(ctx.run_dir / "search", create=False, readonly=True) as st:
         front = st.pareto()
+        if len(front) < top_k:  # fewer Pareto students than asked for: add the next non-dominated layers
+            front = _pareto_layers(st.trials("completed"), top_k)
     if len(front) > top_k:
         idx = sorted({round(i * (len(front) - 1) / max(1, top_k - 1)) for i in range(top_k)}) if top_k > 1 else [
             max(range(len(front)), key=lambda i: front[i].accuracy or 0.0)]
@@ -436,6 +460,7 @@ def _chosen_students(ctx: _Context) -> list[tuple[str, StudentArch, dict[str, An
 
 
 def _stage_distill(ctx: _Context) -> list[dict[str, Any]]:
+    from autodistill.distill.flash import FlashConfig
     from autodistill.distill.full import FullConfig, full_distill
 
     ctx.prepare()
@@ -445,7 +470,9 @@ def _stage_distill(ctx: _Context) -> list[dict[str, Any]]:
     kt = int(round(steps * float(cfg.get("full", "kt_fraction", KT_FRACTION))))
     fcfg = FullConfig(kt_steps=kt, pd_steps=steps - kt, batch_size=cfg.get("full", "batch_size", 16),
                       warmup_steps=max(1, steps // 10), checkpoint_every=max(1, steps // 4),
-                      seed=cfg.get("run", "seed", 0), optimizer="adamw")
+                      seed=cfg.get("run", "seed", 0), optimizer="adamw",
+                      # the flash recipe's peak rates (width-scaled PD rate), decayed linearly over the budget
+                      kt_lr=FlashConfig.kt_lr, pd_lr=FlashConfig.pd_lr, pd_lr_width_ref=FlashConfig.pd_lr_width_ref)
     results = []
     for name, arch, info in _chosen_students(ctx):
         folder = ctx.run_dir / "students" / name

@@ -755,7 +755,7 @@ def pd_learning_rate(cfg: Any, arch: StudentArch) -> float:
     Adam's best step size for hidden matrices falls as 1/width (the muP rule);
     without this scaling a fixed budget favours narrow students (on the
     shared-data benchmark 4 x 384 scored below 4 x 128 at one common rate and
-    above it with the scaled rates). ``pd_lr_width_ref=None`` (or a `FullConfig`)
+    above it with the scaled rates). ``pd_lr_width_ref=None`` (the `FullConfig` default)
     uses ``pd_lr`` as is.
     """
     ref = getattr(cfg, "pd_lr_width_ref", None)

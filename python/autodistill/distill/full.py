@@ -61,6 +61,7 @@ class FullConfig:
     optimizer: str = "lamb"
     kt_lr: float = 1e-3
     pd_lr: float = 1e-3
+    pd_lr_width_ref: int | None = None
     warmup_steps: int = 200
     schedule: str = "linear"
     weight_decay: float = 0.01
@@ -114,6 +115,9 @@ class FullConfig:
             raise DistillError(choices_message("head_init", self.head_init, HEAD_INITS))
         if self.stage_compile not in STAGE_COMPILES:
             raise DistillError(choices_message("stage_compile", self.stage_compile, STAGE_COMPILES))
+        ref = self.pd_lr_width_ref
+        if ref is not None and (not isinstance(ref, int) or isinstance(ref, bool) or ref < 1):
+            raise DistillError(f"FullConfig.pd_lr_width_ref={ref!r} must be a positive integer or None")
 
     @property
     def total_steps(self) -> int:
