@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autodistill.report import ReportData, StudentRow, TrialPoint, markdown, write_report
+from autodistill.report import ReportData, StudentRow, TrialPoint, compare_to_baseline, markdown, write_report
 
 
 def _data() -> ReportData:
@@ -16,6 +16,8 @@ def _data() -> ReportData:
         StudentRow("s2", "mobilebert-L6-H384", 9_000_000, 2.0e-4, flash_accuracy=0.33,
                    local_est_latency_s=3.0e-3, measured_latency_s=2.5e-3),
         StudentRow("mobilebert", "mobilebert-L24-H512", 24_581_888, 5.1e-4, reference=True),
+        StudentRow("baseline", "mobilebert-L6-H384-B96", 7_000_000, 1.5e-4, mlm_accuracy=0.30,
+                   local_est_latency_s=4.0e-3, measured_latency_s=4.1e-3, recal_est_latency_s=4.08e-3, baseline=True),
     )
     trials = tuple(TrialPoint(0.2 + 0.01 * i, 1e-4 * (1 + i)) for i in range(10))
     return ReportData("test run", "tpu_v4i", "cpu (test)", students, trials, tuple(range(1, 11)),
@@ -24,9 +26,29 @@ def _data() -> ReportData:
 
 def test_markdown_has_table_errors_and_calibration() -> None:
     md = markdown(_data())
-    assert "| s1 | mobilebert-L4-H256 | 5.00 | 0.3000 | 0.3500 | 0.8000 | 0.100 | 2.000 | 2.100 | -4.8% | yes |" in md
+    assert ("| s1 | mobilebert-L4-H256 | 5.00 | 0.3000 | 0.3500 | 0.8000 | 0.100 | 2.000 | 2.100 | -4.8% |  | yes |"
+            in md)
+    assert "| baseline | mobilebert-L6-H384-B96 | 7.00 |  | 0.3000 |  | 0.150 | 4.000 | 4.100 | -2.4% | -0.5% |  |" in md
     assert "+20.0%" in md                     # s2: 3.0 estimated vs 2.5 measured
     assert "mobilebert (ref)" in md and "- mape: 0.04" in md and "a note" in md
+    # s1 beats the baseline (+0.05 at 1.5x lower latency); s2 has no full-distillation accuracy
+    assert "| s1 | +0.0500 | 1.50x | yes | yes |" in md
+    assert "1 of 1 students beat the baseline" in md and "1 are at least 1.3x faster" in md
+    assert "2 of 3 measured latencies within 10%" in md
+
+
+def test_baseline_comparison() -> None:
+    rows = [StudentRow("b", "x", 1, 2.0e-4, mlm_accuracy=0.30, baseline=True),
+            StudentRow("faster_equal", "x", 1, 1.5e-4, mlm_accuracy=0.30),   # 1.33x faster, same accuracy
+            StudentRow("slower_better", "x", 1, 3.0e-4, mlm_accuracy=0.40),
+            StudentRow("better_same", "x", 1, 2.0e-4, mlm_accuracy=0.31),
+            StudentRow("ref", "x", 1, 1e-5, mlm_accuracy=0.9, reference=True)]
+    c = {x.name: x for x in compare_to_baseline(rows)}
+    assert set(c) == {"faster_equal", "slower_better", "better_same"}
+    assert not c["faster_equal"].beats and c["faster_equal"].faster_at_equal_accuracy
+    assert not c["slower_better"].beats and not c["slower_better"].faster_at_equal_accuracy
+    assert c["better_same"].beats and c["better_same"].speedup == pytest.approx(1.0)
+    assert compare_to_baseline(rows[1:]) == []   # no baseline, no comparison
 
 
 def test_html_is_one_file_with_embedded_images(tmp_path: Path) -> None:

@@ -640,13 +640,13 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
             continue
         a = StudentArch.from_dict(res["arch"])
         c = by_name.get(res["name"], {})
-        local = c.get("recal_latency_s") or c.get("est_latency_s")
         rows.append(StudentRow(res["name"], a.short_name(), a.num_parameters(pooler=False), est(a),
                                flash_accuracy=res.get("flash_accuracy"),
                                mlm_accuracy=res.get("mlm_accuracy") if res.get("status") == "ok" else None,
-                               glue=res.get("glue", {}), local_est_latency_s=local,
+                               glue=res.get("glue", {}), local_est_latency_s=c.get("est_latency_s"),
                                measured_latency_s=c.get("measured_latency_s"),
-                               pareto=not res.get("baseline", False), reference=bool(res.get("baseline"))))
+                               recal_est_latency_s=c.get("recal_latency_s"),
+                               pareto=not res.get("baseline", False), baseline=bool(res.get("baseline"))))
     if ctx.teacher is not None:
         ta = ctx.teacher.arch
         rows.append(StudentRow(f"teacher ({ctx.teacher.name})", ta.short_name(), ta.num_parameters(pooler=False),

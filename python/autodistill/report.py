@@ -31,17 +31,79 @@ class StudentRow:
     flash_accuracy: float | None = None    # held-out MLM accuracy after flash distillation
     mlm_accuracy: float | None = None      # after full distillation
     glue: Mapping[str, float] = field(default_factory=dict)
-    local_est_latency_s: float | None = None    # cost model, confirmation device profile
+    local_est_latency_s: float | None = None    # cost model, confirmation device profile (before any refit)
     measured_latency_s: float | None = None     # measured on the confirmation device
     pareto: bool = False
     reference: bool = False
+    baseline: bool = False                      # the baseline distilled with the same budget
+    recal_est_latency_s: float | None = None    # after refitting on these measurements (in-sample)
 
     @property
     def error(self) -> float | None:
-        """Relative error of the confirmation-device estimate against the measurement."""
-        if self.measured_latency_s is None or self.local_est_latency_s is None:
-            return None
-        return self.local_est_latency_s / self.measured_latency_s - 1.0
+        """Relative error of the confirmation-device estimate (the profile as given) against the measurement."""
+        return _rel(self.local_est_latency_s, self.measured_latency_s)
+
+    @property
+    def recal_error(self) -> float | None:
+        """The same after recalibration on the run's own measurements (in-sample, so optimistic)."""
+        return _rel(self.recal_est_latency_s, self.measured_latency_s)
+
+
+def _rel(est: float | None, measured: float | None) -> float | None:
+    if est is None or measured is None or not measured > 0:
+        return None
+    return est / measured - 1.0
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """A distilled student against the baseline: accuracy gain and speed-up on the search profile."""
+
+    name: str
+    accuracy_gain: float            # student MLM accuracy - baseline's
+    speedup: float                  # baseline est. latency / student's (search profile)
+    beats: bool                     # higher accuracy at equal or lower latency
+    faster_at_equal_accuracy: bool  # accuracy >= baseline's and speedup >= FASTER_RATIO
+
+
+FASTER_RATIO = 1.3
+
+
+def compare_to_baseline(rows: tuple[StudentRow, ...] | list[StudentRow]) -> list[BaselineComparison]:
+    """Each distilled student (not a reference) with an accuracy, against the baseline row (none: [])."""
+    base = next((r for r in rows if r.baseline and r.mlm_accuracy is not None), None)
+    if base is None:
+        return []
+    out = []
+    for r in rows:
+        if r.reference or r.baseline or r.mlm_accuracy is None or not math.isfinite(r.mlm_accuracy):
+            continue
+        gain = r.mlm_accuracy - base.mlm_accuracy
+        speedup = base.est_latency_s / r.est_latency_s if r.est_latency_s > 0 else float("inf")
+        out.append(BaselineComparison(r.name, gain, speedup, gain > 0 and speedup >= 1.0,
+                                      gain >= 0 and speedup >= FASTER_RATIO))
+    return out
+
+
+def _baseline_lines(data: "ReportData") -> list[str]:
+    comps = compare_to_baseline(data.students)
+    if not comps:
+        return []
+    lines = ["| student | MLM acc - baseline | speed-up vs baseline | higher acc at <= latency | "
+             f">= {FASTER_RATIO}x faster at >= acc |", "|---|---|---|---|---|"]
+    lines += [f"| {c.name} | {c.accuracy_gain:+.4f} | {c.speedup:.2f}x | {'yes' if c.beats else 'no'} | "
+              f"{'yes' if c.faster_at_equal_accuracy else 'no'} |" for c in comps]
+    n_beat = sum(c.beats for c in comps)
+    n_fast = sum(c.faster_at_equal_accuracy for c in comps)
+    lines += ["", f"{n_beat} of {len(comps)} students beat the baseline (higher held-out MLM accuracy at equal or "
+              f"lower {data.search_profile} latency); {n_fast} are at least {FASTER_RATIO}x faster at equal or "
+              "higher accuracy."]
+    meas = [s for s in data.students if s.error is not None]
+    if meas:
+        within = sum(abs(s.error) <= 0.10 for s in meas)
+        lines.append(f"Confirmation: {within} of {len(meas)} measured latencies within 10% of the estimate "
+                     "(profile as given, before any refit).")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -74,15 +136,17 @@ def _fmt_acc(v: float | None) -> str:
 def _table_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     glue_keys = sorted({k for s in data.students for k in s.glue})
     head = ["name", "config", "params (M)", "flash MLM acc", "MLM acc", *glue_keys,
-            f"est ms ({data.search_profile})", "est ms (device)", "measured ms", "error", "Pareto"]
+            f"est ms ({data.search_profile})", "est ms (device)", "measured ms", "error", "error after refit",
+            "Pareto"]
     rows = []
     for s in data.students:
-        err = s.error
+        err, rerr = s.error, s.recal_error
         rows.append([s.name + (" (ref)" if s.reference else ""), s.config, f"{s.params / 1e6:.2f}",
                      _fmt_acc(s.flash_accuracy), _fmt_acc(s.mlm_accuracy),
                      *[_fmt_acc(s.glue.get(k)) for k in glue_keys], _fmt_ms(s.est_latency_s),
                      _fmt_ms(s.local_est_latency_s), _fmt_ms(s.measured_latency_s),
-                     "" if err is None else f"{100 * err:+.1f}%", "yes" if s.pareto else ""])
+                     "" if err is None else f"{100 * err:+.1f}%", "" if rerr is None else f"{100 * rerr:+.1f}%",
+                     "yes" if s.pareto else ""])
     return head, rows
 
 
@@ -92,6 +156,9 @@ def markdown(data: ReportData) -> str:
              f"{data.device}.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    base = _baseline_lines(data)
+    if base:
+        lines += ["", "## Against the baseline", ""] + base
     if data.calibration:
         lines += ["", "## Calibration quality (confirmation device)", ""]
         lines += [f"- {k}: {v:.4g}" for k, v in data.calibration.items()]
@@ -119,10 +186,14 @@ def _plots(data: ReportData) -> list[tuple[str, str]]:
     if data.trials:
         ax.scatter([t.est_latency_s * 1e3 for t in data.trials], [t.accuracy for t in data.trials], s=12,
                    c=["0.6" if t.feasible else "0.85" for t in data.trials], label="trials (flash)")
-    stu = [s for s in data.students if not s.reference]
+    stu = [s for s in data.students if not s.reference and not s.baseline]
     acc = [s.mlm_accuracy if s.mlm_accuracy is not None else s.flash_accuracy for s in stu]
     ax.scatter([s.est_latency_s * 1e3 for s in stu], acc, s=40, c="tab:blue", label="students (estimated)")
-    meas = [(s.measured_latency_s, a) for s, a in zip(stu, acc) if s.measured_latency_s is not None]
+    for s in data.students:
+        if s.baseline and s.mlm_accuracy is not None:
+            ax.scatter([s.est_latency_s * 1e3], [s.mlm_accuracy], marker="D", s=60, c="tab:orange",
+                       label="baseline (same budget)")
+            ax.annotate(s.name, (s.est_latency_s * 1e3, s.mlm_accuracy), fontsize=8, color="tab:orange")
     for s in data.students:
         if s.reference:
             a = s.mlm_accuracy if s.mlm_accuracy is not None else s.flash_accuracy
@@ -141,12 +212,17 @@ def _plots(data: ReportData) -> list[tuple[str, str]]:
     out.append(("Pareto: accuracy vs estimated latency", _png(fig)))
     plt.close(fig)
 
-    if meas or any(s.measured_latency_s is not None for s in data.students):
+    if any(s.measured_latency_s is not None for s in data.students):
         fig, ax = plt.subplots(figsize=(5, 5))
         pts = [(s.local_est_latency_s * 1e3, s.measured_latency_s * 1e3, s.name) for s in data.students
                if s.measured_latency_s is not None and s.local_est_latency_s is not None]
         if pts:
-            ax.scatter([p[1] for p in pts], [p[0] for p in pts])
+            ax.scatter([p[1] for p in pts], [p[0] for p in pts], label="profile as given")
+            rp = [(s.recal_est_latency_s * 1e3, s.measured_latency_s * 1e3) for s in data.students
+                  if s.measured_latency_s is not None and s.recal_est_latency_s is not None]
+            if rp:
+                ax.scatter([p[1] for p in rp], [p[0] for p in rp], marker="x", c="tab:green",
+                           label="after refit (in-sample)")
             for est_ms, meas_ms, name in pts:
                 ax.annotate(name, (meas_ms, est_ms), fontsize=7)
             lo, hi = min(min(p[:2]) for p in pts) * 0.8, max(max(p[:2]) for p in pts) * 1.2
@@ -186,6 +262,16 @@ def render_html(data: ReportData) -> str:
     for r in rows:
         parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
     parts.append("</table>")
+    base = _baseline_lines(data)
+    if base:
+        table = [ln for ln in base if ln.startswith("|") and not ln.startswith("|---")]
+        parts.append("<h2>Against the baseline</h2><table>")
+        for i, ln in enumerate(table):
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            tag = "th" if i == 0 else "td"
+            parts.append("<tr>" + "".join(f"<{tag}>{esc(c)}</{tag}>" for c in cells) + "</tr>")
+        parts.append("</table>")
+        parts += [f"<p>{esc(ln)}</p>" for ln in base if ln and not ln.startswith("|")]
     for title, b64 in _plots(data):
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
     if data.calibration:
@@ -220,4 +306,5 @@ def write_report(data: ReportData, folder: str | os.PathLike[str]) -> tuple[Path
     return html_path, md_path
 
 
-__all__ = ["ReportData", "StudentRow", "TrialPoint", "markdown", "render_html", "write_report"]
+__all__ = ["BaselineComparison", "FASTER_RATIO", "ReportData", "StudentRow", "TrialPoint", "compare_to_baseline",
+           "markdown", "render_html", "write_report"]
