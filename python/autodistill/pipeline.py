@@ -103,7 +103,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "run": {"name": str, "seed": int},
     "teacher": {"path": str},
     "data": {"corpus": list, "heldout": list, "seq_len": int, "max_train_sequences": int,
-             "heldout_fraction": float},
+             "max_heldout_sequences": int, "heldout_fraction": float},
     "search": {"space": (str, dict), "profile": str, "budget": int, "batch_size": int, "workers": int,
                "executor": str, "address": str, "searcher": str, "serving_mix": list, "mix_statistic": str},
     "flash": {"steps": int, "batch_size": int, "kt_fraction": float},
@@ -142,6 +142,7 @@ class RunConfig:
                            ("flash", "steps", 2), ("flash", "batch_size", 1), ("full", "steps", 1),
                            ("full", "batch_size", 1), ("full", "top_k", 0), ("confirm", "batch", 1),
                            ("confirm", "seq", 1), ("data", "seq_len", 8), ("data", "max_train_sequences", 0),
+                           ("data", "max_heldout_sequences", 1),
                            ("glue", "steps", 1), ("glue", "batch_size", 1)):
             v = self.get(sec, k)
             if v is not None and v < lo:
@@ -317,6 +318,7 @@ class _Context:
         heldout = read_corpus(held_spec) if held_spec else None
         dcfg = DataConfig(seq_len=cfg.get("data", "seq_len", 64),
                           max_train_sequences=cfg.get("data", "max_train_sequences", 0),
+                          max_heldout_sequences=cfg.get("data", "max_heldout_sequences", 512),
                           heldout_fraction=float(cfg.get("data", "heldout_fraction", 0.05)))
         self.data = build_data(self.teacher.tokenizer(), docs, dcfg, heldout=heldout,
                                description=",".join(cfg.get("data", "corpus", ["builtin"])))
