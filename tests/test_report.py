@@ -33,7 +33,8 @@ def test_markdown_has_table_errors_and_calibration() -> None:
     assert "mobilebert (ref)" in md and "- mape: 0.04" in md and "a note" in md
     # s1 beats the baseline (+0.05 at 1.5x lower latency); s2 has no full-distillation accuracy
     assert "| s1 | +0.0500 | 1.50x | yes | yes |" in md
-    assert "1 of 1 students beat the baseline" in md and "1 are at least 1.3x faster" in md
+    assert "beat the baseline (higher held-out MLM accuracy at equal or lower tpu_v4i latency): 1 of 1" in md
+    assert "at least 1.3x faster at equal or higher accuracy: 1 of 1" in md
     assert "2 of 3 measured latencies within 10%" in md
 
 

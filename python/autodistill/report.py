@@ -95,9 +95,9 @@ def _baseline_lines(data: "ReportData") -> list[str]:
               f"{'yes' if c.faster_at_equal_accuracy else 'no'} |" for c in comps]
     n_beat = sum(c.beats for c in comps)
     n_fast = sum(c.faster_at_equal_accuracy for c in comps)
-    lines += ["", f"{n_beat} of {len(comps)} students beat the baseline (higher held-out MLM accuracy at equal or "
-              f"lower {data.search_profile} latency); {n_fast} are at least {FASTER_RATIO}x faster at equal or "
-              "higher accuracy."]
+    lines += ["", f"Students that beat the baseline (higher held-out MLM accuracy at equal or lower "
+              f"{data.search_profile} latency): {n_beat} of {len(comps)}; at least {FASTER_RATIO}x faster at equal or "
+              f"higher accuracy: {n_fast} of {len(comps)}."]
     meas = [s for s in data.students if s.error is not None]
     if meas:
         within = sum(abs(s.error) <= 0.10 for s in meas)
