@@ -41,15 +41,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from autodistill.arch import StudentArch
+from autodistill.costmodel_reference import (  # elementwise FLOPs per element and op shapes, as in model.cc
+    ACTIVATION_FLOPS, BIAS_FLOPS, LAYER_NORM_FLOPS, RESIDUAL_FLOPS, OpShape, attention_ops, dense_op, softmax_op,
+)
 from autodistill.errors import CalibrationError, choices_message
 from autodistill.hardware import CLASS_TERMS, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, HardwareProfile
 
 logger = logging.getLogger(__name__)
 
-#: Elementwise FLOPs per element, as in csrc/costmodel/model.cc.
-BIAS_FLOPS, RESIDUAL_FLOPS, SCALE_MASK_FLOPS, SOFTMAX_FLOPS = 1.0, 1.0, 2.0, 5.0
-LAYER_NORM_FLOPS = 8.0
-ACTIVATION_FLOPS = {"relu": 1.0, "gelu": 10.0, "gelu_new": 10.0, "tanh": 6.0, "silu": 5.0}
 
 #: The fitted vector: per class (ce, me, overhead), then the fixed overhead.
 PARAM_NAMES: tuple[str, ...] = tuple(f"{c}_{t}" for c in OP_CLASSES for t in CLASS_TERMS) + ("fixed_overhead_s",)
@@ -84,42 +83,12 @@ class OpRow:
     name: str = ""
 
 
-def _pad(x: int, tile: float) -> float:
-    t = int(tile)
-    return float(-(-int(x) // t) * t)
-
-
-def _dense(hw: Mapping[str, float], m: int, k: int, n: int, epi: float, residual: bool, norm: bool,
-           bias: bool = True, name: str = "dense") -> OpRow:
-    db = hw["dtype_bytes"]
-    M, K, N = float(m), float(k), float(n)
-    wb = (K * N + (N if bias else 0.0) + (2.0 * N if norm else 0.0)) * db
-    ab = (M * K + M * N + (M * N if residual else 0.0)) * db
+def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
+    """One micro-benchmark op (a `costmodel_reference` shape, one instance) as an `OpRow`: weights and
+    activations each count as on-chip when they fit in half the on-chip memory."""
     cap = 0.5 * hw["onchip_bytes"]
-    return OpRow("matmul", 1.0, 2.0 * M * K * N,
-                 2.0 * _pad(m, hw["tile_m"]) * _pad(k, hw["tile_k"]) * _pad(n, hw["tile_n"]),
-                 M * N * epi, wb, ab, wb <= cap, ab <= cap, name)
-
-
-def _attention_rows(hw: Mapping[str, float], b: int, heads: int, s: int, d: int) -> list[OpRow]:
-    db, cap = hw["dtype_bytes"], 0.5 * hw["onchip_bytes"]
-    B, S, D = float(b * heads), float(s), float(d)
-    sm, sn, sk = _pad(s, hw["tile_m"]), _pad(s, hw["tile_n"]), _pad(s, hw["tile_k"])
-    sc_ab = (2 * B * S * D + B * S * S) * db
-    cx_ab = (B * S * S + 2 * B * S * D) * db
-    return [
-        OpRow("attention", 1.0, 2 * B * S * D * S, 2 * B * sm * _pad(d, hw["tile_k"]) * sn, B * S * S * SCALE_MASK_FLOPS,
-              0.0, sc_ab, True, sc_ab <= cap, "attention_scores"),
-        _softmax_row(hw, B, S),
-        OpRow("attention", 1.0, 2 * B * S * S * D, 2 * B * sm * sk * _pad(d, hw["tile_n"]), 0.0, 0.0, cx_ab, True,
-              cx_ab <= cap, "attention_context"),
-    ]
-
-
-def _softmax_row(hw: Mapping[str, float], B: float, S: float) -> OpRow:
-    ab = 2 * B * S * S * hw["dtype_bytes"]
-    return OpRow("vector", 1.0, 0.0, 0.0, B * S * S * SOFTMAX_FLOPS, 0.0, ab, True, ab <= 0.5 * hw["onchip_bytes"],
-                 "softmax")
+    return OpRow(op.op_class, op.count, op.flops, op.padded_flops, op.vector_flops, op.weight_bytes, op.act_bytes,
+                 op.weight_bytes <= cap, op.act_bytes <= cap, op.name)
 
 
 def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dtype: str = "fp32") -> list[OpRow]:
@@ -127,15 +96,15 @@ def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dty
     hw = profile.resolve(dtype)
     p = params
     if kind == "matmul":
-        return [_dense(hw, p["m"], p["k"], p["n"], 0.0, False, False, bias=False, name="matmul")]
+        return [_row(dense_op(hw, p["m"], p["k"], p["n"], 0.0, False, False, bias=False, name="matmul"), hw)]
     if kind == "dense":
         epi = BIAS_FLOPS + ACTIVATION_FLOPS[p["act"]] + (RESIDUAL_FLOPS if p["residual"] else 0.0) + (
             LAYER_NORM_FLOPS if p["norm"] else 0.0)
-        return [_dense(hw, p["m"], p["k"], p["n"], epi, bool(p["residual"]), bool(p["norm"]))]
+        return [_row(dense_op(hw, p["m"], p["k"], p["n"], epi, bool(p["residual"]), bool(p["norm"])), hw)]
     if kind == "attention":
-        return _attention_rows(hw, p["b"], p["heads"], p["s"], p["d"])
+        return [_row(op, hw) for op in attention_ops(hw, p["b"] * p["heads"], p["s"], p["d"])]
     if kind == "softmax":
-        return [_softmax_row(hw, float(p["b"] * p["heads"]), float(p["s"]))]
+        return [_row(softmax_op(hw, p["b"] * p["heads"], p["s"]), hw)]
     if kind == "layernorm":
         db = hw["dtype_bytes"]
         ab = 2.0 * p["m"] * p["h"] * db

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from autodistill.arch import ACTIVATIONS, StudentArch
 from autodistill.hardware import OP_CLASSES, HardwareProfile
@@ -75,6 +75,45 @@ def weight_bytes(a: StudentArch, mlm_head: bool, dtype_bytes: float) -> float:
     return total * dtype_bytes
 
 
+def dense_op(hw: Mapping[str, float], m: int, k: int, n: int, epi: float, residual: bool, norm: bool, *,
+             name: str = "dense", count: float = 1.0, bias: bool = True) -> OpShape:
+    """An ``(m, k) @ (k, n)`` matmul with a fused epilogue of ``epi`` FLOPs per output (one instance)."""
+    db = hw["dtype_bytes"]
+    M, K, N = float(m), float(k), float(n)
+    return OpShape(
+        name, "matmul", count,
+        flops=2.0 * M * K * N,
+        padded_flops=2.0 * pad(m, hw["tile_m"]) * pad(k, hw["tile_k"]) * pad(n, hw["tile_n"]),
+        vector_flops=M * N * epi,
+        weight_bytes=(K * N + (N if bias else 0.0) + (2.0 * N if norm else 0.0)) * db,
+        act_bytes=(M * K + M * N + (M * N if residual else 0.0)) * db,
+    )
+
+
+def attention_ops(hw: Mapping[str, float], batch_heads: float, seq: int, d: int,
+                  count: float = 1.0) -> tuple[OpShape, OpShape, OpShape]:
+    """Scores, softmax and context of ``batch_heads`` independent ``(seq, d)`` heads (one instance each)."""
+    db = hw["dtype_bytes"]
+    B, S, D = float(batch_heads), float(seq), float(d)
+    Sm, Sn, Sk = pad(seq, hw["tile_m"]), pad(seq, hw["tile_n"]), pad(seq, hw["tile_k"])
+    return (
+        OpShape("attention_scores", "attention", count,
+                flops=2.0 * B * S * D * S, padded_flops=2.0 * B * Sm * pad(d, hw["tile_k"]) * Sn,
+                vector_flops=B * S * S * SCALE_MASK_FLOPS, act_bytes=(2.0 * B * S * D + B * S * S) * db),
+        softmax_op(hw, B, seq, count),
+        OpShape("attention_context", "attention", count,
+                flops=2.0 * B * S * S * D, padded_flops=2.0 * B * Sm * Sk * pad(d, hw["tile_n"]),
+                act_bytes=(B * S * S + 2.0 * B * S * D) * db),
+    )
+
+
+def softmax_op(hw: Mapping[str, float], batch_heads: float, seq: int, count: float = 1.0) -> OpShape:
+    """Row softmax over ``batch_heads`` ``(seq, seq)`` score matrices (one instance)."""
+    B, S = float(batch_heads), float(seq)
+    return OpShape("softmax", "vector", count, vector_flops=B * S * S * SOFTMAX_FLOPS,
+                   act_bytes=2.0 * B * S * S * hw["dtype_bytes"])
+
+
 def _projects_embedding(a: StudentArch) -> bool:
     return a.family == "mobilebert" and (a.trigram_input or a.embedding_size != a.hidden_size)
 
@@ -83,22 +122,14 @@ def ops(a: StudentArch, hw: dict[str, float], batch: int, seq: int, mlm_head: bo
     """The ops of one inference, in execution order (``hw`` is `HardwareProfile.resolve`)."""
     db = hw["dtype_bytes"]
     m = batch * seq
-    M, Mp = float(m), pad(m, hw["tile_m"])
+    M = float(m)
     ln = LAYER_NORM_FLOPS if a.normalization_type == "layer_norm" else NO_NORM_FLOPS
     act = ACTIVATION_FLOPS[a.hidden_act]
     L = float(a.num_hidden_layers)
     h, t, f = a.hidden_size, a.true_hidden_size, a.intermediate_size
 
     def dense(name: str, count: float, k: int, n: int, epi: float, residual: bool, norm: bool) -> OpShape:
-        K, N = float(k), float(n)
-        return OpShape(
-            name, "matmul", count,
-            flops=2.0 * M * K * N,
-            padded_flops=2.0 * Mp * pad(k, hw["tile_k"]) * pad(n, hw["tile_n"]),
-            vector_flops=M * N * epi,
-            weight_bytes=(K * N + N + (2.0 * N if norm else 0.0)) * db,
-            act_bytes=(M * K + M * N + (M * N if residual else 0.0)) * db,
-        )
+        return dense_op(hw, m, k, n, epi, residual, norm, name=name, count=count)
 
     # Embeddings: gather word rows, add position and token-type rows, project (MobileBERT), norm.
     E, H = float(a.embedding_size), float(h)
@@ -117,16 +148,7 @@ def ops(a: StudentArch, hw: dict[str, float], batch: int, seq: int, mlm_head: bo
     yield dense("query", L, t, t, BIAS_FLOPS, False, False)
     yield dense("key", L, t, t, BIAS_FLOPS, False, False)
     yield dense("value", L, t if (a.use_bottleneck and a.use_bottleneck_attention) else h, t, BIAS_FLOPS, False, False)
-    d = t // a.num_attention_heads
-    B, S, D = float(batch) * float(a.num_attention_heads), float(seq), float(d)
-    Sm, Sn, Sk = pad(seq, hw["tile_m"]), pad(seq, hw["tile_n"]), pad(seq, hw["tile_k"])
-    yield OpShape("attention_scores", "attention", L,
-                  flops=2.0 * B * S * D * S, padded_flops=2.0 * B * Sm * pad(d, hw["tile_k"]) * Sn,
-                  vector_flops=B * S * S * SCALE_MASK_FLOPS, act_bytes=(2.0 * B * S * D + B * S * S) * db)
-    yield OpShape("softmax", "vector", L, vector_flops=B * S * S * SOFTMAX_FLOPS, act_bytes=2.0 * B * S * S * db)
-    yield OpShape("attention_context", "attention", L,
-                  flops=2.0 * B * S * S * D, padded_flops=2.0 * B * Sm * Sk * pad(d, hw["tile_n"]),
-                  act_bytes=(B * S * S + 2.0 * B * S * D) * db)
+    yield from attention_ops(hw, float(batch) * float(a.num_attention_heads), seq, t // a.num_attention_heads, L)
     yield dense("attention_output", L, t, t, BIAS_FLOPS + RESIDUAL_FLOPS + ln, True, True)
     if a.num_feedforward_networks > 1:
         extra = L * float(a.num_feedforward_networks - 1)
@@ -220,4 +242,5 @@ def latency_s(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int
     return estimate(a, profile, batch, seq, dtype=dtype, mlm_head=mlm_head)[0]
 
 
-__all__ = ["OP_CLASSES", "OpEstimate", "OpShape", "RefOp", "estimate", "latency_s", "ops", "pad", "weight_bytes"]
+__all__ = ["OP_CLASSES", "OpEstimate", "OpShape", "RefOp", "attention_ops", "dense_op", "estimate", "latency_s", "ops",
+           "pad", "softmax_op", "weight_bytes"]
