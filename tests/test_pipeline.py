@@ -203,15 +203,3 @@ def test_pareto_layers_fill_top_k() -> None:
     assert [x.trial_id for x in _pareto_layers(trials, 3)] == [0, 1, 3]   # best accuracy of the next layer
     assert [x.trial_id for x in _pareto_layers(trials, 4)] == [0, 2, 1, 3]
     assert [x.trial_id for x in _pareto_layers(trials, 10)] == [0, 2, 1, 3, 4]
-
-
-def test_nadir_reference_is_beyond_every_point() -> None:
-    from autodistill.pipeline import _nadir_reference
-    from autodistill.search.pareto import hypervolume
-
-    acc, lat = [0.10, 0.08, 0.12], [1e-4, 5e-5, 2e-4]
-    ra, rl = _nadir_reference(acc, lat)
-    assert ra < min(acc) and rl > max(lat)
-    # a front of one point (it dominates the others) still has a clearly positive hypervolume
-    one = _nadir_reference([0.10, 0.09], [5e-5, 6e-5])
-    assert hypervolume([0.10, 0.09], [5e-5, 6e-5], *one) > 1e-4

@@ -96,6 +96,15 @@ def test_latency_plane_and_curve():
     assert hv == pytest.approx(want)
 
 
+def test_reference_point_over_every_point_is_beyond_every_point():
+    acc, lat = [0.10, 0.08, 0.12], [1e-4, 5e-5, 2e-4]
+    ra, rl = reference_point(acc, lat, front_only=False)
+    assert ra < min(acc) and rl > max(lat)
+    # a front of one point (it dominates the others) still has a clearly positive hypervolume
+    one = reference_point([0.10, 0.09], [5e-5, 6e-5], front_only=False)
+    assert hypervolume([0.10, 0.09], [5e-5, 6e-5], *one) > 1e-4
+
+
 def test_reference_point_is_nadir_minus_margin():
     acc = np.array([0.6, 0.9])
     lat = np.array([1e-4, 1e-3])

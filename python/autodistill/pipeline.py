@@ -437,18 +437,6 @@ def _pareto_layers(trials: list[Any], k: int) -> list[Any]:
     return sorted(out, key=lambda t: (t.latency_s, -(t.accuracy or 0.0)))
 
 
-def _nadir_reference(accuracy: list[float], latency_s: list[float], margin: float = 0.1) -> tuple[float, float]:
-    """``(ref_accuracy, ref_latency_s)`` below the worst accuracy and beyond the slowest latency of all points
-    (in the search's accuracy / log-latency plane), so the hypervolume curve of a run is comparable over trials."""
-    import numpy as np
-
-    acc = np.asarray(accuracy, dtype=float)
-    nll = -np.log(np.asarray(latency_s, dtype=float))
-    span_a = max(float(np.ptp(acc)), 0.1 * max(abs(float(acc.min())), 1e-3))
-    span_l = max(float(np.ptp(nll)), 0.1)
-    return float(acc.min() - margin * span_a), float(math.exp(-(nll.min() - margin * span_l)))
-
-
 def _chosen_students(ctx: _Context) -> list[tuple[str, StudentArch, dict[str, Any]]]:
     """``top_k`` students plus the baseline: Pareto students spread over the latency range, or, when the
     front is smaller than ``top_k``, the front plus the best of the next non-dominated layers."""
@@ -620,7 +608,7 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
     from autodistill.costmodel import CostModel, ServingMix, mix_latency
     from autodistill.hardware import load_profile
     from autodistill.report import ReportData, StudentRow, TrialPoint, write_report
-    from autodistill.search.pareto import hypervolume_curve
+    from autodistill.search.pareto import hypervolume_curve, reference_point
     from autodistill.search.store import TrialStore
 
     cfg = ctx.cfg
@@ -643,7 +631,8 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
     if stored and stored.get("accuracy") is not None and stored.get("latency_s"):
         ref = (float(stored["accuracy"]), float(stored["latency_s"]))
     else:  # the nadir of every trial (not only the front, which may be one point), pushed out by 10% of the range
-        ref = _nadir_reference([p.accuracy for p in points], [p.est_latency_s for p in points]) if points else None
+        ref = reference_point([p.accuracy for p in points], [p.est_latency_s for p in points],
+                              front_only=False) if points else None
     hv: tuple[float, ...] = ()
     if ref is not None and done:
         acc = [t.accuracy if t.ok else float("nan") for t in done]

@@ -108,13 +108,17 @@ def hypervolume_curve(accuracy: Sequence[float] | np.ndarray, latency_s: Sequenc
 
 
 def reference_point(accuracy: Sequence[float] | np.ndarray, latency_s: Sequence[float] | np.ndarray,
-                    margin: float = 0.1) -> tuple[float, float]:
-    """Default ``(ref_accuracy, ref_latency_s)``: the front's nadir pushed out by ``margin`` of its range."""
+                    margin: float = 0.1, *, front_only: bool = True) -> tuple[float, float]:
+    """Default ``(ref_accuracy, ref_latency_s)``: the front's nadir pushed out by ``margin`` of its range.
+
+    ``front_only=False`` takes the nadir and range of every point instead (a fixed reference for a
+    hypervolume curve over trials, which stays positive when the front is a single point).
+    """
     Y = objective_matrix(accuracy, latency_s)
     Y = Y[np.all(np.isfinite(Y), axis=1)]
     if len(Y) == 0:
         raise SearchError("reference_point needs at least one finite (accuracy, latency_s) point")
-    F = Y[pareto_mask(Y)]
+    F = Y[pareto_mask(Y)] if front_only else Y
     lo, hi = F.min(axis=0), F.max(axis=0)
     span = np.where(hi > lo, hi - lo, np.maximum(np.abs(lo), 1.0) * 0.1)
     ref = lo - margin * span
