@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from autodistill.distill.flash import OPTIMIZERS, SCHEDULES  # numpy only; JAX loads when a step runs
+
     d = sub.add_parser("distill", help="flash or full distillation of students from a BERT teacher (JAX)")
     dsub = d.add_subparsers(dest="distill_command", metavar="{flash,full,export}")
     dsub.required = True
@@ -56,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--kt-steps", type=int, default=2000)
     u.add_argument("--pd-steps", type=int, default=10000)
     u.add_argument("--batch-size", type=int, default=32)
-    u.add_argument("--optimizer", choices=("adamw", "lamb"), default="lamb")
-    u.add_argument("--schedule", choices=("constant", "linear", "cosine"), default="linear")
+    u.add_argument("--optimizer", choices=OPTIMIZERS, default="lamb")
+    u.add_argument("--schedule", choices=SCHEDULES, default="linear")
     u.add_argument("--kt-lr", type=float, default=1e-3)
     u.add_argument("--pd-lr", type=float, default=1e-3)
     u.add_argument("--warmup-steps", type=int, default=200)
