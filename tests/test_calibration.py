@@ -314,5 +314,6 @@ def test_cli_measures_the_tiny_suite(tmp_path, capsys) -> None:
     assert rc == 0
     csv = tmp_path / "tiny_measurements.csv"
     df = pd.read_csv(csv)
-    assert len(df) == 8 and (df["median_s"] > 0).all() and (df["device_kind"] == "cpu").all()
+    assert len(df) == 9 and (df["median_s"] > 0).all() and (df["device_kind"] == "cpu").all()
+    assert "chain" in set(df["kind"])
     assert load_profile(out).calibration.fitted

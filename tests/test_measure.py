@@ -218,3 +218,31 @@ def test_student_suite_draws_from_search_spaces() -> None:
     assert all(a.family == "mobilebert" and a.use_bottleneck and a.num_hidden_layers in (2, 3, 4, 6) for a in small)
     with pytest.raises(CalibrationError, match="search space 'nope'"):
         student_suite(2, sources=("nope",))
+
+
+@pytest.mark.parametrize("op", ["dense", "softmax"])
+def test_chain_case_runs_n_ops_with_the_models_flops(op) -> None:
+    """A chain case compiles to ``n`` of its op in one call: XLA's dot FLOPs are n times one op's."""
+    from autodistill.calibration import case_ops
+    from autodistill.hardware import load_profile
+
+    prof = load_profile("cpu_generic")
+    shapes = {"dense": {"m": 8, "h": 16}, "softmax": {"b": 1, "heads": 2, "s": 8}}[op]
+    dots = []
+    for n in (1, 3):
+        case = Case("chain", f"chain-{op}-{n}", {"op": op, "n": n, **shapes})
+        fn, args = build_case(case)
+        compiled, dargs, _ = compile_fn(fn, *args)
+        out = compiled(*dargs)
+        assert bool(jnp.all(jnp.isfinite(out)))
+        rows = case_ops("chain", case.params, prof)
+        assert len(rows) == 1 and rows[0].count == n
+        dots.append(xla_cost(compiled)["xla_dot_flops"])
+        if op == "dense":
+            assert rows[0].flops == pytest.approx(dots[-1])  # totals over the n ops
+        else:
+            assert rows[0].flops == 0 and rows[0].vector_flops == pytest.approx(n * 5 * 2 * 8 * 8)
+    if op == "dense":
+        assert dots[1] == pytest.approx(3 * dots[0])
+    with pytest.raises(CalibrationError, match="valid choices"):
+        build_case(Case("chain", "bad", {"op": "conv", "n": 2, **shapes}))

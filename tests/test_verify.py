@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from autodistill.arch import StudentArch, reference_arch
 from autodistill.costmodel import CostModel
 from autodistill.errors import ConfigError
-from autodistill.hardware import load_profile
-from autodistill.verify import confirm, measure_students
+from autodistill.hardware import load_profile, save_profile
+from autodistill.verify import (Anchor, DriftCheck, anchor_students, confirm, measure_items,
+                                measurement_table_of)
 
 TINY = StudentArch(family="bert", num_hidden_layers=1, hidden_size=32, embedding_size=32, num_attention_heads=2,
                    intermediate_size=64, num_feedforward_networks=1, use_bottleneck=False, intra_bottleneck_size=32,
@@ -23,8 +26,8 @@ def test_within_tolerance_keeps_the_profile() -> None:
     prof = load_profile("cpu_local")
     cm = CostModel(prof, "fp32")
     rows = [{"latency_s": cm.latency_s(a, 1, 64) * 1.05} for _, a in _students()]
-    rep = confirm(_students(), prof, batch=1, seq=64, tolerance=0.10, measurements=rows)
-    assert rep.recalibrated is None
+    rep = confirm(_students(), prof, batch=1, seq=64, tolerance=0.10, measurements=rows, anchors=0)
+    assert rep.recalibrated is None and rep.drift is None
     assert all(c.error == pytest.approx(1 / 1.05 - 1) for c in rep.students)
     assert rep.summary()["within_10pct_after"] == 1.0
 
@@ -33,7 +36,7 @@ def test_large_errors_trigger_a_recalibration_that_must_help() -> None:
     prof = load_profile("cpu_generic")  # spec-only: far from this machine's truth below
     cm = CostModel(prof, "fp32")
     rows = [{"latency_s": cm.latency_s(a, 1, 64) * 2.0} for _, a in _students()]
-    rep = confirm(_students(), prof, batch=1, seq=64, tolerance=0.10, measurements=rows)
+    rep = confirm(_students(), prof, batch=1, seq=64, tolerance=0.10, measurements=rows, anchors=0)
     s = rep.summary()
     if rep.recalibrated is not None:
         assert s["mape_after"] < s["mape_before"]
@@ -41,12 +44,76 @@ def test_large_errors_trigger_a_recalibration_that_must_help() -> None:
     else:
         assert "did not help" in rep.note
     with pytest.raises(ConfigError, match="2 measurements for 3 students"):
-        confirm(_students(), prof, measurements=rows[:2])
+        confirm(_students(), prof, measurements=rows[:2], anchors=0)
     with pytest.raises(ConfigError, match="tolerance=0 must be in"):
         confirm(_students(), prof, tolerance=0, measurements=rows)
+    with pytest.raises(ConfigError, match="anchors=-1 must be >= 0"):
+        confirm(_students(), prof, measurements=rows, anchors=-1)
 
 
-def test_measuring_in_a_pinned_child_process() -> None:
+def _profile_with_table(tmp_path, students):
+    """A copy of cpu_generic saved in tmp_path with a calibration table of ``(arch, b, s, seconds)`` students."""
+    import pandas as pd
+
+    path = save_profile(load_profile("cpu_generic"), tmp_path / "mycpu.toml")
+    rows = []
+    for i, (a, b, s, t) in enumerate(students):
+        for pass_, slower in ((0, 1.3), (1, 1.0)):  # the fastest pass is the one kept
+            rows.append({"case_id": f"s{i}#0", "kind": "student", "name": f"s{i}", "repeat": 0, "pass": pass_,
+                         "params": json.dumps({"arch": a.to_dict(), "b": b, "s": s}),
+                         "median_s": t * slower * 1.1, "corrected_median_s": t * slower})
+    rows.append({"case_id": "m#0", "kind": "matmul", "name": "m", "repeat": 0, "pass": 0, "params": "{}",
+                 "median_s": 1e-4, "corrected_median_s": 1e-4})
+    pd.DataFrame(rows).to_csv(tmp_path / "mycpu_measurements.csv", index=False)
+    return load_profile(path)
+
+
+def test_anchor_students_are_spread_over_the_profiles_table(tmp_path) -> None:
+    pytest.importorskip("pandas")
+    assert anchor_students(load_profile("cpu_generic")) == []  # shipped spec profile: no table beside it
+    archs = [reference_arch(n) for n in ("tinybert-4", "minilm-l6-h384", "mobilebert-tiny", "bert-base")]
+    times = [1e-3, 2e-3, 4e-3, 8e-3, 16e-3, 0.2]
+    prof = _profile_with_table(tmp_path, [(archs[i % 4], 1 + i, 16, t) for i, t in enumerate(times)])
+    assert measurement_table_of(prof) == tmp_path / "mycpu_measurements.csv"
+    got = anchor_students(prof, 3)
+    assert [a.then_s for a in got] == pytest.approx([1e-3, 4e-3, 16e-3])  # fastest pass; 0.2 s is over max_s
+    assert [a.batch for a in got] == [1, 3, 5] and got[0].arch == archs[0]
+    assert len(anchor_students(prof, 10)) == 5 and anchor_students(prof, 0) == []
+
+
+def test_drift_check_median_and_round_trip() -> None:
+    a = reference_arch("tinybert-4")
+    d = DriftCheck(tuple(Anchor(f"x{i}", a, 1, 16, 1.0, now) for i, now in enumerate((1.2, 0.9, 1.1, None))))
+    assert d.ratios == pytest.approx([1.2, 0.9, 1.1]) and d.ratio == pytest.approx(1.1)
+    back = DriftCheck.from_dict(json.loads(json.dumps(d.to_dict())))
+    assert back == d and back.to_dict()["n"] == 3
+    assert DriftCheck(()).ratio != DriftCheck(()).ratio  # nan: nothing re-timed
+
+
+def test_a_given_drift_is_reported_and_its_anchors_join_the_refit() -> None:
+    prof = load_profile("cpu_generic")
+    cm = CostModel(prof, "fp32")
+    rows = [{"latency_s": cm.latency_s(a, 1, 64) * 2.0} for _, a in _students()]
+    anchors = tuple(Anchor(f"x{b}", reference_arch("tinybert-4"), b, 32, 1.0, 2.0 * cm.latency_s(
+        reference_arch("tinybert-4"), b, 32)) for b in (2, 8))
+    rep = confirm(_students(), prof, batch=1, seq=64, measurements=rows, drift=DriftCheck(anchors))
+    s = rep.summary()
+    assert s["drift_anchors"] == 2 and s["drift_ratio"] > 0 and rep.drift.anchors == anchors
+    assert s["within_10pct_before"] == 0.0
+    if rep.recalibrated is not None:  # the refit saw the anchors: their estimates move toward the re-timed values
+        cm2 = CostModel(rep.recalibrated, "fp32")
+        for x in anchors:
+            assert abs(cm2.latency_s(x.arch, x.batch, x.seq) / x.now_s - 1) < abs(
+                cm.latency_s(x.arch, x.batch, x.seq) / x.now_s - 1)
+
+
+def test_measuring_students_and_anchors_in_one_pinned_child_process(tmp_path) -> None:
     pytest.importorskip("jax")
-    rows = measure_students([TINY], 1, 16, budget_s=0.2)
-    assert len(rows) == 1 and rows[0]["latency_s"] > 0
+    pytest.importorskip("pandas")
+    prof = _profile_with_table(tmp_path, [(TINY, 2, 8, 1e-3)])
+    rep = confirm([("t", TINY)], prof, batch=1, seq=16, budget_s=0.2, anchors=1)
+    assert rep.students[0].measured_latency_s > 0
+    assert rep.drift is not None and len(rep.drift.ratios) == 1 and rep.drift.anchors[0].now_s > 0
+    assert rep.summary()["drift_anchors"] == 1
+    with pytest.raises(ConfigError, match="passes=0 must be >= 1"):
+        measure_items([(TINY, 1, 8)], passes=0)

@@ -60,7 +60,7 @@ _OV_MAX_US = 1e5  # 0.1 s per op
 _FIXED_MAX_US = 1e6
 
 #: Kinds whose measurements are fitted (peak/stream/vector_peak only set base rates).
-FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "layer", "student")
+FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "chain", "layer", "student")
 MICRO_KINDS = FIT_KINDS[:-1]
 #: What `calibrate` accepts for ``roofline``: a mode of `autodistill.hardware.ROOFLINES`, or "auto".
 ROOFLINE_CHOICES: tuple[str, ...] = ROOFLINES + ("auto",)
@@ -84,11 +84,13 @@ class OpRow:
 
 
 def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
-    """One micro-benchmark op (a `costmodel_reference` shape, one instance) as an `OpRow`: weights and
-    activations each count as on-chip when they fit in half the on-chip memory."""
+    """A micro-benchmark op (a `costmodel_reference` shape: one instance, run ``op.count`` times) as an
+    `OpRow` of totals: weights and activations each count as on-chip when one instance's fit in half
+    the on-chip memory."""
     cap = 0.5 * hw["onchip_bytes"]
-    return OpRow(op.op_class, op.count, op.flops, op.padded_flops, op.vector_flops, op.weight_bytes, op.act_bytes,
-                 op.weight_bytes <= cap, op.act_bytes <= cap, op.name)
+    c = op.count
+    return OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
+                 op.act_bytes * c, op.weight_bytes <= cap, op.act_bytes <= cap, op.name)
 
 
 def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dtype: str = "fp32") -> list[OpRow]:
@@ -115,6 +117,14 @@ def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dty
         ab = (M * H + 2 * M * H + M * H) * hw["dtype_bytes"]  # BERT embeddings: E = H, no projection
         return [OpRow("gather", 1.0, 0.0, 0.0, M * H * (2.0 + LAYER_NORM_FLOPS), 0.0, ab, True,
                       ab <= 0.5 * hw["onchip_bytes"], "embedding_gather")]
+    if kind == "chain":
+        n = float(p["n"])
+        if p["op"] == "dense":
+            return [_row(dense_op(hw, p["m"], p["h"], p["h"], BIAS_FLOPS + ACTIVATION_FLOPS["relu"], False, False,
+                                  name="chain_dense", count=n), hw)]
+        if p["op"] == "softmax":
+            return [_row(softmax_op(hw, p["b"] * p["heads"], p["s"], count=n), hw)]
+        raise CalibrationError(choices_message("chain op", p["op"], ("dense", "softmax")))
     if kind in ("layer", "student"):
         from autodistill.costmodel import CostModel
 

@@ -52,10 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--students", type=int, default=None,
                    help="whole students to measure (default: 64 for the full suite, 12 otherwise)")
     p.add_argument("--test-fraction", type=float, default=0.4, help="share of students held out (default 0.4)")
-    p.add_argument("--student-sources", default="mobilebert,broad",
+    p.add_argument("--student-sources", default="mobilebert,broad,small",
                    help="comma-separated sources of students, drawn in turn: search-space names (their feasible "
                         "pools) or 'broad' (BERT/MobileBERT shapes incl. LayerNorm, GELU, no bottleneck); "
-                        "default: mobilebert,broad")
+                        "default: mobilebert,broad,small")
     p.add_argument("--noise-students", type=int, default=4, help="held-out students re-measured for the noise floor")
     p.add_argument("--noise-repeats", type=int, default=3, help="extra measurements of each noise student")
     p.add_argument("--budget-s", type=float, default=0.5, help="timing budget per case, seconds (default 0.5)")

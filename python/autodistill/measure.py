@@ -60,9 +60,11 @@ logger = logging.getLogger(__name__)
 
 #: Kinds of benchmark case, in suite order.
 CASE_KINDS = ("peak", "stream", "vector_peak", "matmul", "dense", "attention", "softmax", "layernorm", "gather",
-              "layer", "student")
+              "chain", "layer", "student")
 #: Kinds used to fit the per-op-class terms (the first three measure base rates instead).
-FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "layer", "student")
+FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "chain", "layer", "student")
+#: Ops a ``chain`` case repeats: ``n`` of them back to back in one compiled call.
+CHAIN_OPS = ("dense", "softmax")
 SUITE_SIZES = ("tiny", "small", "full")
 
 #: Columns of the measurement table, in order (fingerprint columns come from `env_fingerprint`).
@@ -454,6 +456,10 @@ class Case:
       peak/matmul: m, k, n.  dense: m, k, n, act, residual, norm.  stream: n (floats summed: read bandwidth).
       vector_peak: n, depth.  attention: b, heads, s, d.  softmax: b, heads, s.  layernorm: m, h.
       gather: b, s, vocab, h (BERT embeddings + LayerNorm).
+      chain: op (`CHAIN_OPS`), n (ops in the call) and the op's shape: dense m, h (``relu(x @ W_i + b_i)``,
+      (m, h) -> (m, h), a different W_i each step); softmax b, heads, s. One call runs ``n`` small ops, so
+      the slope over ``n`` is the per-op overhead inside a compiled program and the intercept the per-call
+      overhead, which single-op micro-benchmarks cannot tell apart.
       layer: arch (a 1-layer BERT StudentArch dict), b, s.  student: arch (StudentArch dict), b, s.
     """
 
@@ -583,6 +589,25 @@ def build_case(case: Case, dtype: Any = None, seed: int = 0) -> tuple[Callable[.
         ids = rng.integers(0, vocab, size=(b, s), dtype=np.int32)
         tt = np.zeros((b, s), dtype=np.int32)
         return embed, (ids, tt, arr(vocab, h), arr(512, h), arr(2, h), arr(h) + 1, arr(h))
+    if k == "chain":
+        n = int(p["n"])
+        if p["op"] == "dense":
+            def dense_chain(x: Any, ws: Any, bs: Any) -> Any:
+                for w, bias in zip(ws, bs):
+                    x = jax.nn.relu(x @ w + bias)
+                return x
+
+            h = p["h"]
+            return dense_chain, (arr(p["m"], h, scale=1.0), tuple(arr(h, h, scale=h ** -0.5) for _ in range(n)),
+                                 tuple(arr(h) for _ in range(n)))
+        if p["op"] == "softmax":
+            def softmax_chain(x: Any) -> Any:
+                for _ in range(n):
+                    x = jax.nn.softmax(x * 4.0, axis=-1)  # scaled so every step is real work
+                return x
+
+            return softmax_chain, (arr(p["b"], p["heads"], p["s"], p["s"], scale=1.0),)
+        raise CalibrationError(choices_message("chain op", p["op"], CHAIN_OPS))
     if k == "layer":
         a = case.arch()
         if a.family != "bert" or a.num_hidden_layers != 1:
@@ -658,6 +683,7 @@ def micro_suite(size: str = "small", seed: int = 0) -> list[Case]:
                   _mk("dense", m=64, k=128, n=256, act="gelu", residual=False, norm=False),
                   _mk("attention", b=1, heads=2, s=32, d=32), _mk("softmax", b=1, heads=2, s=32),
                   _mk("layernorm", m=64, h=128), _mk("gather", b=1, s=32, vocab=1000, h=128),
+                  _mk("chain", op="dense", n=4, m=16, h=32),
                   _mk("layer", arch=_bert1(128, 2, 256, "gelu"), b=1, s=32)]
         return cases
     full = size == "full"
@@ -695,6 +721,13 @@ def micro_suite(size: str = "small", seed: int = 0) -> list[Case]:
     for b, s, h in ([(1, 32, 128), (1, 128, 256), (8, 128, 512), (4, 64, 384), (8, 32, 768)] if full
                     else [(2, 64, 256)]):
         cases.append(_mk("gather", b=b, s=s, vocab=30522, h=h))
+    # chains of n small ops in one call: per-op overhead (slope) apart from per-call overhead (intercept)
+    for n in ((1, 4, 16, 48) if full else (1, 16)):
+        cases.append(_mk("chain", op="dense", n=n, m=32, h=64))
+        cases.append(_mk("chain", op="softmax", n=n, b=1, heads=2, s=32))
+    if full:
+        for n in (1, 8, 24):
+            cases.append(_mk("chain", op="dense", n=n, m=256, h=128))
     # whole encoder layers
     layers = [(128, 2, 512, 1, 128), (256, 4, 1024, 4, 64), (384, 12, 1536, 8, 128), (512, 8, 2048, 2, 128),
               (768, 12, 3072, 1, 128), (312, 12, 1200, 4, 32), (256, 4, 512, 8, 32), (512, 8, 1024, 8, 64)]

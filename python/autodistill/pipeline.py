@@ -109,7 +109,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "flash": {"steps": int, "batch_size": int, "kt_fraction": float},
     "full": {"steps": int, "batch_size": int, "top_k": int, "baseline": (str, dict), "kt_fraction": float},
     "confirm": {"device": str, "profile": str, "batch": int, "seq": int, "tolerance": float, "enabled": bool,
-                "cores": int},
+                "cores": int, "anchors": int},
     "glue": {"tasks": list, "steps": int, "batch_size": int, "glue_dir": str},
 }
 
@@ -141,7 +141,8 @@ class RunConfig:
         for sec, k, lo in (("search", "budget", 1), ("search", "batch_size", 1), ("search", "workers", 1),
                            ("flash", "steps", 2), ("flash", "batch_size", 1), ("full", "steps", 1),
                            ("full", "batch_size", 1), ("full", "top_k", 0), ("confirm", "batch", 1),
-                           ("confirm", "seq", 1), ("data", "seq_len", 8), ("data", "max_train_sequences", 0),
+                           ("confirm", "seq", 1), ("confirm", "anchors", 0), ("data", "seq_len", 8),
+                           ("data", "max_train_sequences", 0),
                            ("data", "max_heldout_sequences", 1),
                            ("glue", "steps", 1), ("glue", "batch_size", 1)):
             v = self.get(sec, k)
@@ -569,7 +570,7 @@ def _confirm_profile(name: str):
 
 def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
     from autodistill.hardware import save_profile
-    from autodistill.verify import confirm
+    from autodistill.verify import DriftCheck, confirm
 
     cfg = ctx.cfg
     if not cfg.get("confirm", "enabled", True):
@@ -585,15 +586,17 @@ def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
     path = ctx.run_dir / "confirm.json"
     prev = _read_json(path)
     batch, seq = cfg.get("confirm", "batch", 1), cfg.get("confirm", "seq", 64)
-    rows = None
+    rows, drift = None, None
     if prev is not None and [p["name"] for p in prev["students"]] == [n for n, _ in students] \
             and prev["batch"] == batch and prev["seq"] == seq:
         rows = [{"latency_s": p["measured_latency_s"], "rel_spread": p["measured_spread"]} for p in prev["students"]]
+        drift = DriftCheck.from_dict(prev["drift"]) if prev.get("drift") else None
     rep = confirm(students, prof, batch=batch, seq=seq, device=cfg.get("confirm", "device", "cpu"),
                   tolerance=cfg.get("confirm", "tolerance", 0.10), cores=cfg.get("confirm", "cores", 1),
-                  measurements=rows)
+                  measurements=rows, anchors=cfg.get("confirm", "anchors", 6), drift=drift)
     out = {"device": rep.device, "profile": rep.profile, "batch": batch, "seq": seq, "tolerance": rep.tolerance,
            "summary": rep.summary(), "note": rep.note,
+           "drift": rep.drift.to_dict() if rep.drift is not None else None,
            "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
                          "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
                          "recal_latency_s": c.recal_latency_s} for c in rep.students]}
@@ -665,6 +668,11 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
              f"trials; latency objective: {stat} over {len(mix.shapes)} request shape(s) on {prof.name}"]
     if conf.get("note"):
         notes.append(conf["note"])
+    drift = conf.get("drift") or {}
+    if drift.get("n"):
+        notes.append(f"drift check: {int(drift['n'])} students of the {conf.get('profile')} calibration table, "
+                     f"re-timed beside the confirmation, ran at {drift['ratio']:.3f}x their calibration-time "
+                     "latency (median)")
     if conf.get("recalibrated_profile"):
         notes.append(f"confirmation errors exceeded the tolerance; recalibrated profile: {conf['recalibrated_profile']}")
     data = ReportData(f"autodistill run: {cfg.get('run', 'name', 'run')}", prof.name,

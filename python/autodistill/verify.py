@@ -6,13 +6,23 @@ cost-model estimate on the device's profile is recorded beside the
 measurement, and when any relative error exceeds ``tolerance`` the profile is
 refitted from the new measurements (`autodistill.calibration.recalibrate`)
 and the students are re-estimated (and so re-ranked) with it.
+
+A drift check runs beside the students: a few whole students of the profile's
+own calibration table (``<profile>_measurements.csv`` next to the profile
+file) are timed again in the same process, and the median of now / then says
+how much faster or slower the device runs than when it was calibrated (shared
+and virtual machines drift by 10% and more between hours). The re-timed
+anchors also join the recalibration, so a refit sees more than one shape.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from autodistill.arch import StudentArch
 from autodistill.errors import ConfigError
@@ -48,6 +58,52 @@ class Confirmation:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """A student of the profile's calibration table, timed again now (``then_s`` from the table)."""
+
+    name: str
+    arch: StudentArch
+    batch: int
+    seq: int
+    then_s: float
+    now_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """The device's speed now against calibration time, from re-timed anchors.
+
+    ``ratio`` is the median over anchors of ``now_s / then_s``: 1.0 unchanged, 1.1 the device runs
+    10% slower than when the profile was calibrated (estimates then read about 9% low).
+    """
+
+    anchors: tuple[Anchor, ...]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [a.now_s / a.then_s for a in self.anchors if a.now_s is not None and a.then_s > 0]
+
+    @property
+    def ratio(self) -> float:
+        r = sorted(self.ratios)
+        if not r:
+            return math.nan
+        mid = len(r) // 2
+        return r[mid] if len(r) % 2 else 0.5 * (r[mid - 1] + r[mid])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "n": len(self.ratios),
+                "anchors": [{"name": a.name, "arch": a.arch.to_dict(), "batch": a.batch, "seq": a.seq,
+                             "then_s": a.then_s, "now_s": a.now_s} for a in self.anchors]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DriftCheck":
+        return cls(tuple(Anchor(a["name"], StudentArch.from_dict(a["arch"]), int(a["batch"]), int(a["seq"]),
+                                float(a["then_s"]), None if a.get("now_s") is None else float(a["now_s"]))
+                         for a in d.get("anchors", ())))
+
+
+@dataclass(frozen=True)
 class ConfirmationReport:
     device: str
     profile: str
@@ -55,6 +111,7 @@ class ConfirmationReport:
     students: tuple[Confirmation, ...]
     recalibrated: HardwareProfile | None
     note: str = ""  # why a recalibration was rejected, if it was
+    drift: DriftCheck | None = None  # None when the profile has no measurement table beside it
 
     @property
     def max_abs_error(self) -> float:
@@ -65,9 +122,13 @@ class ConfirmationReport:
         fin = [abs(c.final_error) for c in self.students]
         if not errs:
             return {}
-        return {"n": float(len(errs)), "mape_before": sum(errs) / len(errs), "mape_after": sum(fin) / len(fin),
-                "within_10pct_after": sum(e <= 0.10 for e in fin) / len(fin),
-                "recalibrated": float(self.recalibrated is not None)}
+        out = {"n": float(len(errs)), "mape_before": sum(errs) / len(errs), "mape_after": sum(fin) / len(fin),
+               "within_10pct_before": sum(e <= 0.10 for e in errs) / len(errs),
+               "within_10pct_after": sum(e <= 0.10 for e in fin) / len(fin),
+               "recalibrated": float(self.recalibrated is not None)}
+        if self.drift is not None and self.drift.ratios:
+            out.update(drift_ratio=self.drift.ratio, drift_anchors=float(len(self.drift.ratios)))
+        return out
 
 
 def measure_student(arch: StudentArch, batch: int, seq: int, *, device: str = "cpu", budget_s: float = 2.0,
@@ -78,7 +139,8 @@ def measure_student(arch: StudentArch, batch: int, seq: int, *, device: str = "c
     dev = measure.get_device(device)
     case = measure.Case(kind="student", name=f"confirm/{arch.short_name()}/b{batch}s{seq}",
                         params={"arch": arch.to_dict(), "b": int(batch), "s": int(seq)})
-    opts = measure.RunOptions(budget_s=budget_s, xla_cost=False)
+    # the stopping rule watches the series `autodistill calibrate` fits on this device kind
+    opts = measure.RunOptions(budget_s=budget_s, xla_cost=False, spread_on="corrected" if device == "cpu" else "wall")
     return measure.measure_case(case, device=dev, opts=opts)
 
 
@@ -90,27 +152,38 @@ if req["device"] == "cpu" and req["cores"] > 0:
     measure.pin_cores(req["cores"])   # before JAX starts: XLA sizes its thread pool to these cores
 from autodistill.arch import StudentArch
 from autodistill.verify import measure_student
-rows = [measure_student(StudentArch.from_dict(a), req["batch"], req["seq"], device=req["device"],
-                        budget_s=req["budget_s"]) for a in req["archs"]]
-print("@@ROWS@@" + json.dumps(rows, default=str))
+best = [None] * len(req["items"])
+for _ in range(req["passes"]):  # like calibrate: every pass over all items, the fastest pass per item kept
+    for i, it in enumerate(req["items"]):
+        r = measure_student(StudentArch.from_dict(it["arch"]), it["batch"], it["seq"], device=req["device"],
+                            budget_s=req["budget_s"])
+        key = "corrected_median_s" if req["device"] == "cpu" else "median_s"
+        if best[i] is None or float(r[key]) < float(best[i][key]):
+            best[i] = r
+print("@@ROWS@@" + json.dumps(best, default=str))
 """
 
 
-def measure_students(archs: Sequence[StudentArch], batch: int, seq: int, *, device: str = "cpu",
-                     budget_s: float = 2.0, cores: int = 1, timeout_s: float = 1800.0) -> list[dict[str, Any]]:
-    """Time ``archs`` in a fresh process, as `autodistill calibrate` does.
+def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str = "cpu", budget_s: float = 1.0,
+                  cores: int = 1, passes: int = 2, timeout_s: float = 1800.0) -> list[dict[str, Any]]:
+    """Time ``(arch, batch, seq)`` items in a fresh process, as `autodistill calibrate` does.
 
     On the CPU the child is pinned to ``cores`` of the least busy cores before JAX starts, so its
     times are comparable with a profile calibrated the same way (``cores=1`` for ``cpu_local``)
-    and not disturbed by training threads of this process. Each row gains ``latency_s``: the
-    load-corrected median on a pinned CPU, else the wall-clock median.
+    and not disturbed by training threads of this process. Every item is timed in each of
+    ``passes`` passes over the list and its fastest pass kept (interference only ever slows a
+    call down). Each row gains ``latency_s``: the load-corrected median on a pinned CPU, else the
+    wall-clock median.
     """
-    import json
+    if passes < 1:
+        raise ConfigError(f"passes={passes} must be >= 1")
     import subprocess
     import sys
 
-    req = {"archs": [a.to_dict() for a in archs], "batch": int(batch), "seq": int(seq), "device": device,
-           "budget_s": float(budget_s), "cores": int(cores)}
+    req = {"items": [{"arch": a.to_dict(), "batch": int(b), "seq": int(s)} for a, b, s in items],
+           "device": device, "budget_s": float(budget_s), "cores": int(cores), "passes": int(passes)}
+    if not req["items"]:
+        return []
     proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True,
                           timeout=timeout_s)
     if proc.returncode != 0 or "@@ROWS@@" not in proc.stdout:
@@ -123,19 +196,93 @@ def measure_students(archs: Sequence[StudentArch], batch: int, seq: int, *, devi
     return rows
 
 
+def measure_students(archs: Sequence[StudentArch], batch: int, seq: int, *, device: str = "cpu",
+                     budget_s: float = 1.0, cores: int = 1, passes: int = 2,
+                     timeout_s: float = 1800.0) -> list[dict[str, Any]]:
+    """Time ``archs`` at one ``batch`` x ``seq`` in a fresh process (see `measure_items`)."""
+    return measure_items([(a, batch, seq) for a in archs], device=device, budget_s=budget_s, cores=cores,
+                         passes=passes, timeout_s=timeout_s)
+
+
+def measurement_table_of(profile: HardwareProfile) -> Path | None:
+    """The calibration table written beside ``profile``'s file (``<stem>_measurements.csv``), if any."""
+    if profile.path is None:
+        return None
+    p = Path(profile.path)
+    for cand in (p.with_name(f"{p.stem}_measurements.csv"), p.with_name(f"{p.stem}_measurements.parquet")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def anchor_students(profile: HardwareProfile, n: int = 6, *, time_col: str = "corrected_median_s",
+                    max_s: float = 0.05) -> list[Anchor]:
+    """``n`` whole students of ``profile``'s calibration table, spread evenly over its latencies.
+
+    Each keeps the time the table recorded (fastest pass, first repeat). Students slower than
+    ``max_s`` are skipped (the check should cost seconds, not minutes). Empty when the profile has
+    no table beside it or the table has no students.
+    """
+    if n <= 0:
+        return []
+    path = measurement_table_of(profile)
+    if path is None:
+        return []
+    try:
+        from autodistill.measure import load_measurements
+
+        df = load_measurements(path)
+    except ImportError as e:  # pandas is part of the measuring extras
+        logger.warning("no drift check: cannot read %s (%s)", path, e)
+        return []
+    if time_col not in df.columns:
+        time_col = "median_s"
+    df = df[(df["kind"] == "student") & (df.get("repeat", 0) == 0)]
+    df = df[df[time_col].astype(float) <= max_s]
+    if df.empty:
+        return []
+    best = df.loc[df.groupby("name")[time_col].idxmin()].sort_values(time_col).reset_index(drop=True)
+    k = min(n, len(best))
+    idx = sorted({int(round(i * (len(best) - 1) / max(1, k - 1))) for i in range(k)})
+    out = []
+    for i in idx:
+        r = best.iloc[i]
+        p = json.loads(r["params"])
+        out.append(Anchor(str(r["name"]), StudentArch.from_dict(p["arch"]), int(p["b"]), int(p["s"]),
+                          float(r[time_col])))
+    return out
+
+
 def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfile, *, batch: int = 1,
-            seq: int = 128, device: str = "cpu", tolerance: float = 0.10, budget_s: float = 2.0, cores: int = 1,
-            measurements: Sequence[dict[str, Any]] | None = None) -> ConfirmationReport:
+            seq: int = 128, device: str = "cpu", tolerance: float = 0.10, budget_s: float = 1.0, cores: int = 1,
+            passes: int = 2, measurements: Sequence[dict[str, Any]] | None = None, anchors: int = 6,
+            drift: DriftCheck | None = None) -> ConfirmationReport:
     """Measure ``students`` on ``device``; recalibrate ``profile`` when an error exceeds ``tolerance``.
 
-    ``measurements`` (rows with ``latency_s``, same order) skips the timing, e.g. on resume.
+    Students are timed as `measure_items` does (``passes`` passes, the fastest kept). ``anchors``
+    students of the profile's calibration table are re-timed in the same process (a `DriftCheck`;
+    0 skips it). ``measurements`` (rows with ``latency_s``, same order) and ``drift``
+    (a finished check) skip the timing, e.g. on resume.
     """
     from autodistill.costmodel import CostModel
 
     if not 0.0 < tolerance < 10.0:
         raise ConfigError(f"tolerance={tolerance} must be in (0, 10)")
-    rows = list(measurements) if measurements is not None else measure_students(
-        [a for _, a in students], batch, seq, device=device, budget_s=budget_s, cores=cores)
+    if anchors < 0:
+        raise ConfigError(f"anchors={anchors} must be >= 0")
+    todo_anchors = anchor_students(profile, anchors) if drift is None else []
+    if measurements is None or todo_anchors:
+        items = [(a, batch, seq) for _, a in students] if measurements is None else []
+        items += [(x.arch, x.batch, x.seq) for x in todo_anchors]
+        got = measure_items(items, device=device, budget_s=budget_s, cores=cores, passes=passes)
+        if measurements is None:
+            measurements, got = got[:len(students)], got[len(students):]
+        if todo_anchors:
+            drift = DriftCheck(tuple(dataclasses.replace(x, now_s=float(r["latency_s"]))
+                                     for x, r in zip(todo_anchors, got)))
+            logger.info("drift check on %d anchors: the device runs %.3fx the time it did at calibration",
+                        len(drift.ratios), drift.ratio)
+    rows = list(measurements)
     if len(rows) != len(students):
         raise ConfigError(f"{len(rows)} measurements for {len(students)} students")
     dtype = "fp32" if "fp32" in profile.peak_flops_per_s else profile.default_dtype
@@ -150,6 +297,9 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
         from autodistill.calibration import recalibrate
 
         obs = [{"arch": a, "batch": batch, "seq": seq, "latency_s": m} for (_, a), m in zip(students, meas)]
+        if drift is not None:  # the re-timed anchors: more shapes for the refit to agree with
+            obs += [{"arch": x.arch, "batch": x.batch, "seq": x.seq, "latency_s": x.now_s} for x in drift.anchors
+                    if x.now_s is not None]
         cand = recalibrate(profile, obs, dtype=dtype, name=f"{profile.name}_recalibrated")
         cm2 = CostModel(cand, dtype)
         cand_est = [cm2.latency_s(a, batch, seq) for _, a in students]
@@ -164,7 +314,8 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
     out = tuple(
         Confirmation(name, a, batch, seq, m, float(r.get("rel_spread", math.nan)), e, re)
         for (name, a), m, r, e, re in zip(students, meas, rows, est, recal_est))
-    return ConfirmationReport(device, profile.name, tolerance, out, recal, rejected)
+    return ConfirmationReport(device, profile.name, tolerance, out, recal, rejected, drift)
 
 
-__all__ = ["Confirmation", "ConfirmationReport", "confirm", "measure_student", "measure_students"]
+__all__ = ["Anchor", "Confirmation", "ConfirmationReport", "DriftCheck", "anchor_students", "confirm", "measure_items",
+           "measure_student", "measure_students", "measurement_table_of"]
