@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_calibration.py                      # measure (full suite, 2 passes) and fit
     .venv/bin/python benchmarks/bench_calibration.py --from-measurements profiles/cpu_local_measurements.csv
 
-Measuring takes 10-15 minutes on the 2-core machine (one core, pinned; 64 students
-and 125 micro-benchmarks, each measured twice). It writes the profile and its
+Measuring takes 7-15 minutes on the 2-core machine (one core, pinned; 64 students
+and 136 micro-benchmarks, each measured twice). It writes the profile and its
 measurement table (``--out``, default
 ``profiles/cpu_local.toml`` and ``profiles/cpu_local_measurements.csv``), exactly
 as ``autodistill calibrate --device cpu --out ...`` does. Refitting from a saved

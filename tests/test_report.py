@@ -14,7 +14,7 @@ def _data() -> ReportData:
         StudentRow("s1", "mobilebert-L4-H256", 5_000_000, 1.0e-4, flash_accuracy=0.30, mlm_accuracy=0.35,
                    glue={"sst2/accuracy": 0.80}, local_est_latency_s=2.0e-3, measured_latency_s=2.1e-3, pareto=True),
         StudentRow("s2", "mobilebert-L6-H384", 9_000_000, 2.0e-4, flash_accuracy=0.33,
-                   local_est_latency_s=3.0e-3, measured_latency_s=2.5e-3),
+                   local_est_latency_s=3.0e-3, measured_latency_s=2.5e-3, drift_est_latency_s=2.7e-3),
         StudentRow("mobilebert", "mobilebert-L24-H512", 24_581_888, 5.1e-4, reference=True),
         StudentRow("baseline", "mobilebert-L6-H384-B96", 7_000_000, 1.5e-4, mlm_accuracy=0.30,
                    local_est_latency_s=4.0e-3, measured_latency_s=4.1e-3, recal_est_latency_s=4.08e-3, baseline=True),
@@ -26,16 +26,18 @@ def _data() -> ReportData:
 
 def test_markdown_has_table_errors_and_calibration() -> None:
     md = markdown(_data())
-    assert ("| s1 | mobilebert-L4-H256 | 5.00 | 0.3000 | 0.3500 | 0.8000 | 0.100 | 2.000 | 2.100 | -4.8% |  | yes |"
+    assert ("| s1 | mobilebert-L4-H256 | 5.00 | 0.3000 | 0.3500 | 0.8000 | 0.100 | 2.000 | 2.100 | -4.8% |  |  | yes |"
             in md)
-    assert "| baseline | mobilebert-L6-H384-B96 | 7.00 |  | 0.3000 |  | 0.150 | 4.000 | 4.100 | -2.4% | -0.5% |  |" in md
-    assert "+20.0%" in md                     # s2: 3.0 estimated vs 2.5 measured
+    assert ("| baseline | mobilebert-L6-H384-B96 | 7.00 |  | 0.3000 |  | 0.150 | 4.000 | 4.100 | -2.4% |  | -0.5% |  |"
+            in md)
+    assert "| +20.0% | +8.0% |" in md                     # s2: 3.0 (2.7 drift-corrected) estimated vs 2.5 measured
     assert "mobilebert (ref)" in md and "- mape: 0.04" in md and "a note" in md
     # s1 beats the baseline (+0.05 at 1.5x lower latency); s2 has no full-distillation accuracy
     assert "| s1 | +0.0500 | 1.50x | yes | yes |" in md
     assert "beat the baseline (higher held-out MLM accuracy at equal or lower tpu_v4i latency): 1 of 1" in md
     assert "at least 1.3x faster at equal or higher accuracy: 1 of 1" in md
     assert "2 of 3 measured latencies within 10%" in md
+    assert "drift check (the device's speed now against calibration time, from other students): 1 of 1 within 10%" in md
 
 
 def test_baseline_comparison() -> None:

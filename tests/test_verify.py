@@ -28,6 +28,8 @@ def test_within_tolerance_keeps_the_profile() -> None:
     rows = [{"latency_s": cm.latency_s(a, 1, 64) * 1.05} for _, a in _students()]
     rep = confirm(_students(), prof, batch=1, seq=64, tolerance=0.10, measurements=rows, anchors=0)
     assert rep.recalibrated is None and rep.drift is None
+    assert all(c.drift_latency_s is None and c.drift_error is None for c in rep.students)
+    assert "mape_drift_corrected" not in rep.summary()
     assert all(c.error == pytest.approx(1 / 1.05 - 1) for c in rep.students)
     assert rep.summary()["within_10pct_after"] == 1.0
 
@@ -100,6 +102,12 @@ def test_a_given_drift_is_reported_and_its_anchors_join_the_refit() -> None:
     s = rep.summary()
     assert s["drift_anchors"] == 2 and s["drift_ratio"] > 0 and rep.drift.anchors == anchors
     assert s["within_10pct_before"] == 0.0
+    ratio = DriftCheck(anchors).ratio
+    for c in rep.students:  # the drift-corrected estimate is the profile's scaled by the anchors' median ratio
+        assert c.drift_latency_s == pytest.approx(c.est_latency_s * ratio)
+        assert c.drift_error == pytest.approx(c.est_latency_s * ratio / c.measured_latency_s - 1)
+    assert s["mape_drift_corrected"] == pytest.approx(
+        sum(abs(c.drift_error) for c in rep.students) / len(rep.students))
     if rep.recalibrated is not None:  # the refit saw the anchors: their estimates move toward the re-timed values
         cm2 = CostModel(rep.recalibrated, "fp32")
         for x in anchors:

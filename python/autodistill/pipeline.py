@@ -599,7 +599,8 @@ def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
            "drift": rep.drift.to_dict() if rep.drift is not None else None,
            "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
                          "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
-                         "recal_latency_s": c.recal_latency_s} for c in rep.students]}
+                         "recal_latency_s": c.recal_latency_s, "drift_latency_s": c.drift_latency_s}
+                        for c in rep.students]}
     if rep.recalibrated is not None:
         p = save_profile(rep.recalibrated, ctx.run_dir / "profiles" / f"{rep.recalibrated.name}.toml")
         out["recalibrated_profile"] = str(p)
@@ -656,6 +657,7 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
                                glue=res.get("glue", {}), local_est_latency_s=c.get("est_latency_s"),
                                measured_latency_s=c.get("measured_latency_s"),
                                recal_est_latency_s=c.get("recal_latency_s"),
+                               drift_est_latency_s=c.get("drift_latency_s"),
                                pareto=not res.get("baseline", False), baseline=bool(res.get("baseline"))))
     if ctx.teacher is not None:
         ta = ctx.teacher.arch

@@ -37,11 +37,17 @@ class StudentRow:
     reference: bool = False
     baseline: bool = False                      # the baseline distilled with the same budget
     recal_est_latency_s: float | None = None    # after refitting on these measurements (in-sample)
+    drift_est_latency_s: float | None = None    # device estimate x the drift check's ratio (out-of-sample)
 
     @property
     def error(self) -> float | None:
         """Relative error of the confirmation-device estimate (the profile as given) against the measurement."""
         return _rel(self.local_est_latency_s, self.measured_latency_s)
+
+    @property
+    def drift_error(self) -> float | None:
+        """The same with the estimate scaled by the drift check (anchors re-timed beside the confirmation)."""
+        return _rel(self.drift_est_latency_s, self.measured_latency_s)
 
     @property
     def recal_error(self) -> float | None:
@@ -103,6 +109,11 @@ def _baseline_lines(data: "ReportData") -> list[str]:
         within = sum(abs(s.error) <= 0.10 for s in meas)
         lines.append(f"Confirmation: {within} of {len(meas)} measured latencies within 10% of the estimate "
                      "(profile as given, before any refit).")
+        drift = [s for s in meas if s.drift_error is not None]
+        if drift:
+            lines.append(f"With the estimate scaled by the drift check (the device's speed now against calibration "
+                         f"time, from other students): {sum(abs(s.drift_error) <= 0.10 for s in drift)} of "
+                         f"{len(drift)} within 10%.")
     return lines
 
 
@@ -136,16 +147,17 @@ def _fmt_acc(v: float | None) -> str:
 def _table_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     glue_keys = sorted({k for s in data.students for k in s.glue})
     head = ["name", "config", "params (M)", "flash MLM acc", "MLM acc", *glue_keys,
-            f"est ms ({data.search_profile})", "est ms (device)", "measured ms", "error", "error after refit",
-            "Pareto"]
+            f"est ms ({data.search_profile})", "est ms (device)", "measured ms", "error", "error, drift-corrected",
+            "error after refit", "Pareto"]
     rows = []
     for s in data.students:
-        err, rerr = s.error, s.recal_error
+        err, derr, rerr = s.error, s.drift_error, s.recal_error
         rows.append([s.name + (" (ref)" if s.reference else ""), s.config, f"{s.params / 1e6:.2f}",
                      _fmt_acc(s.flash_accuracy), _fmt_acc(s.mlm_accuracy),
                      *[_fmt_acc(s.glue.get(k)) for k in glue_keys], _fmt_ms(s.est_latency_s),
                      _fmt_ms(s.local_est_latency_s), _fmt_ms(s.measured_latency_s),
-                     "" if err is None else f"{100 * err:+.1f}%", "" if rerr is None else f"{100 * rerr:+.1f}%",
+                     "" if err is None else f"{100 * err:+.1f}%", "" if derr is None else f"{100 * derr:+.1f}%",
+                     "" if rerr is None else f"{100 * rerr:+.1f}%",
                      "yes" if s.pareto else ""])
     return head, rows
 

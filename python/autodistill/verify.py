@@ -43,10 +43,17 @@ class Confirmation:
     measured_spread: float          # relative interquartile spread of the timing samples
     est_latency_s: float            # with the profile as given
     recal_latency_s: float | None   # with the recalibrated profile (None when not recalibrated)
+    drift_latency_s: float | None = None  # est_latency_s x the drift check's ratio (None without a check)
 
     @property
     def error(self) -> float:
         return self.est_latency_s / self.measured_latency_s - 1.0
+
+    @property
+    def drift_error(self) -> float | None:
+        """Error of the drift-corrected estimate: the profile's, scaled by how fast the device runs now
+        compared with calibration time, measured on other students (so out-of-sample for this one)."""
+        return None if self.drift_latency_s is None else self.drift_latency_s / self.measured_latency_s - 1.0
 
     @property
     def final_latency_s(self) -> float:
@@ -128,6 +135,10 @@ class ConfirmationReport:
                "recalibrated": float(self.recalibrated is not None)}
         if self.drift is not None and self.drift.ratios:
             out.update(drift_ratio=self.drift.ratio, drift_anchors=float(len(self.drift.ratios)))
+        derr = [abs(c.drift_error) for c in self.students if c.drift_error is not None]
+        if derr and len(derr) == len(errs):
+            out.update(mape_drift_corrected=sum(derr) / len(derr),
+                       within_10pct_drift_corrected=sum(e <= 0.10 for e in derr) / len(derr))
         return out
 
 
@@ -311,8 +322,10 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
         else:
             rejected = f"recalibration did not help (mean |error| {100 * before:.1f}% -> {100 * after:.1f}%); kept"
             logger.warning("%s %s", rejected, profile.name)
+    ratio = drift.ratio if drift is not None and drift.ratios else None
     out = tuple(
-        Confirmation(name, a, batch, seq, m, float(r.get("rel_spread", math.nan)), e, re)
+        Confirmation(name, a, batch, seq, m, float(r.get("rel_spread", math.nan)), e, re,
+                     None if ratio is None else e * ratio)
         for (name, a), m, r, e, re in zip(students, meas, rows, est, recal_est))
     return ConfirmationReport(device, profile.name, tolerance, out, recal, rejected, drift)
 
