@@ -140,6 +140,8 @@ def test_changed_config_is_refused_on_resume(tiny_setup) -> None:
         ("search", {"budgett": 3}, r"unknown key 'budgett' in \[search\]"),
         ("flash", {"steps": "many"}, r"\[flash\] steps = 'many' must be of type int"),
         ("confirm", {"tolerance": 0}, r"tolerance = 0 must be in \(0, 10\)"),
+        ("confirm", {"passes": 0}, r"\[confirm\] passes = 0 must be >= 1"),
+        ("confirm", {"anchors": -1}, r"\[confirm\] anchors = -1 must be >= 0"),
         ("full", {"kt_fraction": 1.5}, r"\[full\] kt_fraction = 1.5 must be in \[0, 1\]"),
         ("data", {"corpus": []}, r"corpus is empty"),
     ],

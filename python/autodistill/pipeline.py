@@ -109,7 +109,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "flash": {"steps": int, "batch_size": int, "kt_fraction": float},
     "full": {"steps": int, "batch_size": int, "top_k": int, "baseline": (str, dict), "kt_fraction": float},
     "confirm": {"device": str, "profile": str, "batch": int, "seq": int, "tolerance": float, "enabled": bool,
-                "cores": int, "anchors": int},
+                "cores": int, "anchors": int, "passes": int},
     "glue": {"tasks": list, "steps": int, "batch_size": int, "glue_dir": str},
 }
 
@@ -141,7 +141,7 @@ class RunConfig:
         for sec, k, lo in (("search", "budget", 1), ("search", "batch_size", 1), ("search", "workers", 1),
                            ("flash", "steps", 2), ("flash", "batch_size", 1), ("full", "steps", 1),
                            ("full", "batch_size", 1), ("full", "top_k", 0), ("confirm", "batch", 1),
-                           ("confirm", "seq", 1), ("confirm", "anchors", 0), ("data", "seq_len", 8),
+                           ("confirm", "seq", 1), ("confirm", "anchors", 0), ("confirm", "passes", 1), ("data", "seq_len", 8),
                            ("data", "max_train_sequences", 0),
                            ("data", "max_heldout_sequences", 1),
                            ("glue", "steps", 1), ("glue", "batch_size", 1)):
@@ -593,7 +593,8 @@ def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
         drift = DriftCheck.from_dict(prev["drift"]) if prev.get("drift") else None
     rep = confirm(students, prof, batch=batch, seq=seq, device=cfg.get("confirm", "device", "cpu"),
                   tolerance=cfg.get("confirm", "tolerance", 0.10), cores=cfg.get("confirm", "cores", 1),
-                  measurements=rows, anchors=cfg.get("confirm", "anchors", 6), drift=drift)
+                  passes=cfg.get("confirm", "passes", 2), measurements=rows, anchors=cfg.get("confirm", "anchors", 6),
+                  drift=drift)
     out = {"device": rep.device, "profile": rep.profile, "batch": batch, "seq": seq, "tolerance": rep.tolerance,
            "summary": rep.summary(), "note": rep.note,
            "drift": rep.drift.to_dict() if rep.drift is not None else None,
