@@ -31,7 +31,7 @@ GOALS = {"mape": ("<=", 0.05), "within_10pct": (">=", 0.95), "spearman": (">=", 
 
 def main(argv: list[str] | None = None) -> int:
     from autodistill import calibration_cli
-    from autodistill.calibration import calibrate
+    from autodistill.calibration import calibrate, measurements_path
     from autodistill.hardware import load_profile
     from autodistill.measure import load_measurements, save_measurements
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                "--budget-s", str(a.budget_s), "--time", a.time, "--cores", str(a.cores),
                "--passes", str(a.passes)] + (["--students", str(a.students)] if a.students is not None else [])
         df = calibration_cli.measure_device(calibration_cli.build_parser().parse_args(cli))
-        save_measurements(df, calibration_cli.measurements_path(out))
+        save_measurements(df, measurements_path(out))
     t_measure = time.perf_counter() - t0
     name = out.stem if out else "cpu_local"
     time_col = calibration_cli.TIME_COLUMNS[a.time]

@@ -35,7 +35,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -46,6 +48,7 @@ from autodistill.costmodel_reference import (  # elementwise FLOPs per element a
 )
 from autodistill.errors import CalibrationError, choices_message
 from autodistill.hardware import CLASS_TERMS, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, HardwareProfile
+from autodistill.measure import CHAIN_OPS, FIT_KINDS  # the case kinds (measure.py imports numpy only)
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +62,6 @@ _EFF_BOUNDS = (1e-3, 10.0)
 _OV_MAX_US = 1e5  # 0.1 s per op
 _FIXED_MAX_US = 1e6
 
-#: Kinds whose measurements are fitted (peak/stream/vector_peak only set base rates).
-FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "chain", "layer", "student")
 MICRO_KINDS = FIT_KINDS[:-1]
 #: What `calibrate` accepts for ``roofline``: a mode of `autodistill.hardware.ROOFLINES`, or "auto".
 ROOFLINE_CHOICES: tuple[str, ...] = ROOFLINES + ("auto",)
@@ -124,7 +125,7 @@ def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dty
                                   name="chain_dense", count=n), hw)]
         if p["op"] == "softmax":
             return [_row(softmax_op(hw, p["b"] * p["heads"], p["s"], count=n), hw)]
-        raise CalibrationError(choices_message("chain op", p["op"], ("dense", "softmax")))
+        raise CalibrationError(choices_message("chain op", p["op"], CHAIN_OPS))
     if kind in ("layer", "student"):
         from autodistill.costmodel import CostModel
 
@@ -736,6 +737,12 @@ def _flops_check(stud: "pd.DataFrame", profile: HardwareProfile, dtype: str) -> 
 
 
 # ============================================================================================ recalibration
+def measurements_path(profile_path: str | os.PathLike[str]) -> Path:
+    """Where `autodistill calibrate` writes a profile's measurement table: ``<stem>_measurements.csv`` beside it."""
+    p = Path(profile_path)
+    return p.with_name(f"{p.stem}_measurements.csv")
+
+
 def _measurement_frame(measurements: Any) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
 
@@ -793,4 +800,4 @@ __all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES",
            "assign_splits",
            "collapse_passes",
            "base_rates", "calibrate", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
-           "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]
+           "measurements_path", "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]

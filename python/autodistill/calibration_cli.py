@@ -116,13 +116,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CalibrationError(f"--measurements {args.measurements!r} must end in .csv or .parquet")
 
 
-def measurements_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(f"{out.stem}_measurements.csv")
-
-
 def _calibrate(args: argparse.Namespace) -> int:
-    from autodistill.calibration import calibrate
+    from autodistill.calibration import calibrate, measurements_path
     from autodistill.hardware import load_profile
 
     _check_args(args)

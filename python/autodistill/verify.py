@@ -164,11 +164,11 @@ if req["device"] == "cpu" and req["cores"] > 0:
 from autodistill.arch import StudentArch
 from autodistill.verify import measure_student
 best = [None] * len(req["items"])
+key = "corrected_median_s" if req["device"] == "cpu" else "median_s"
 for _ in range(req["passes"]):  # like calibrate: every pass over all items, the fastest pass per item kept
     for i, it in enumerate(req["items"]):
         r = measure_student(StudentArch.from_dict(it["arch"]), it["batch"], it["seq"], device=req["device"],
                             budget_s=req["budget_s"])
-        key = "corrected_median_s" if req["device"] == "cpu" else "median_s"
         if best[i] is None or float(r[key]) < float(best[i][key]):
             best[i] = r
 print("@@ROWS@@" + json.dumps(best, default=str))
@@ -216,14 +216,14 @@ def measure_students(archs: Sequence[StudentArch], batch: int, seq: int, *, devi
 
 
 def measurement_table_of(profile: HardwareProfile) -> Path | None:
-    """The calibration table written beside ``profile``'s file (``<stem>_measurements.csv``), if any."""
+    """The calibration table `autodistill calibrate` wrote beside ``profile``'s file, if any
+    (`autodistill.calibration.measurements_path`, or the same name as parquet)."""
     if profile.path is None:
         return None
-    p = Path(profile.path)
-    for cand in (p.with_name(f"{p.stem}_measurements.csv"), p.with_name(f"{p.stem}_measurements.parquet")):
-        if cand.is_file():
-            return cand
-    return None
+    from autodistill.calibration import measurements_path
+
+    csv = measurements_path(profile.path)
+    return next((c for c in (csv, csv.with_suffix(".parquet")) if c.is_file()), None)
 
 
 def anchor_students(profile: HardwareProfile, n: int = 6, *, time_col: str = "corrected_median_s",
@@ -240,6 +240,7 @@ def anchor_students(profile: HardwareProfile, n: int = 6, *, time_col: str = "co
     if path is None:
         return []
     try:
+        from autodistill.calibration import collapse_passes
         from autodistill.measure import load_measurements
 
         df = load_measurements(path)
@@ -248,11 +249,11 @@ def anchor_students(profile: HardwareProfile, n: int = 6, *, time_col: str = "co
         return []
     if time_col not in df.columns:
         time_col = "median_s"
-    df = df[(df["kind"] == "student") & (df.get("repeat", 0) == 0)]
-    df = df[df[time_col].astype(float) <= max_s]
+    df, _ = collapse_passes(df, time_col)  # each case's fastest pass, as the fit used
+    df = df[(df["kind"] == "student") & (df.get("repeat", 0) == 0) & (df[time_col].astype(float) <= max_s)]
     if df.empty:
         return []
-    best = df.loc[df.groupby("name")[time_col].idxmin()].sort_values(time_col).reset_index(drop=True)
+    best = df.sort_values(time_col).reset_index(drop=True)
     k = min(n, len(best))
     idx = sorted({int(round(i * (len(best) - 1) / max(1, k - 1))) for i in range(k)})
     out = []
