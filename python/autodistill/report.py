@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -91,30 +91,40 @@ def compare_to_baseline(rows: tuple[StudentRow, ...] | list[StudentRow]) -> list
     return out
 
 
-def _baseline_lines(data: "ReportData") -> list[str]:
+def _baseline_section(data: "ReportData") -> tuple[list[str], list[list[str]], list[str]]:
+    """The "against the baseline" table (header, rows) and its summary sentences; all empty without a baseline."""
     comps = compare_to_baseline(data.students)
     if not comps:
-        return []
-    lines = ["| student | MLM acc - baseline | speed-up vs baseline | higher acc at <= latency | "
-             f">= {FASTER_RATIO}x faster at >= acc |", "|---|---|---|---|---|"]
-    lines += [f"| {c.name} | {c.accuracy_gain:+.4f} | {c.speedup:.2f}x | {'yes' if c.beats else 'no'} | "
-              f"{'yes' if c.faster_at_equal_accuracy else 'no'} |" for c in comps]
+        return [], [], []
+    head = ["student", "MLM acc - baseline", "speed-up vs baseline", "higher acc at <= latency",
+            f">= {FASTER_RATIO}x faster at >= acc"]
+    rows = [[c.name, f"{c.accuracy_gain:+.4f}", f"{c.speedup:.2f}x", "yes" if c.beats else "no",
+             "yes" if c.faster_at_equal_accuracy else "no"] for c in comps]
     n_beat = sum(c.beats for c in comps)
     n_fast = sum(c.faster_at_equal_accuracy for c in comps)
-    lines += ["", f"Students that beat the baseline (higher held-out MLM accuracy at equal or lower "
-              f"{data.search_profile} latency): {n_beat} of {len(comps)}; at least {FASTER_RATIO}x faster at equal or "
-              f"higher accuracy: {n_fast} of {len(comps)}."]
+    notes = [f"Students that beat the baseline (higher held-out MLM accuracy at equal or lower "
+             f"{data.search_profile} latency): {n_beat} of {len(comps)}; at least {FASTER_RATIO}x faster at equal or "
+             f"higher accuracy: {n_fast} of {len(comps)}."]
     meas = [s for s in data.students if s.error is not None]
     if meas:
         within = sum(abs(s.error) <= 0.10 for s in meas)
-        lines.append(f"Confirmation: {within} of {len(meas)} measured latencies within 10% of the estimate "
+        notes.append(f"Confirmation: {within} of {len(meas)} measured latencies within 10% of the estimate "
                      "(profile as given, before any refit).")
         drift = [s for s in meas if s.drift_error is not None]
         if drift:
-            lines.append(f"With the estimate scaled by the drift check (the device's speed now against calibration "
+            notes.append(f"With the estimate scaled by the drift check (the device's speed now against calibration "
                          f"time, from other students): {sum(abs(s.drift_error) <= 0.10 for s in drift)} of "
                          f"{len(drift)} within 10%.")
-    return lines
+    return head, rows, notes
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _html_table(head: list[str], rows: list[list[str]], esc: Any) -> list[str]:
+    return (["<table><tr>"] + [f"<th>{esc(h)}</th>" for h in head] + ["</tr>"]
+            + ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows] + ["</table>"])
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,10 @@ def _fmt_ms(v: float | None) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v * 1e3:.3f}"
 
 
+def _fmt_pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:+.1f}%"
+
+
 def _fmt_acc(v: float | None) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
@@ -151,14 +165,11 @@ def _table_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
             "error after refit", "Pareto"]
     rows = []
     for s in data.students:
-        err, derr, rerr = s.error, s.drift_error, s.recal_error
         rows.append([s.name + (" (ref)" if s.reference else ""), s.config, f"{s.params / 1e6:.2f}",
                      _fmt_acc(s.flash_accuracy), _fmt_acc(s.mlm_accuracy),
                      *[_fmt_acc(s.glue.get(k)) for k in glue_keys], _fmt_ms(s.est_latency_s),
                      _fmt_ms(s.local_est_latency_s), _fmt_ms(s.measured_latency_s),
-                     "" if err is None else f"{100 * err:+.1f}%", "" if derr is None else f"{100 * derr:+.1f}%",
-                     "" if rerr is None else f"{100 * rerr:+.1f}%",
-                     "yes" if s.pareto else ""])
+                     _fmt_pct(s.error), _fmt_pct(s.drift_error), _fmt_pct(s.recal_error), "yes" if s.pareto else ""])
     return head, rows
 
 
@@ -166,11 +177,10 @@ def markdown(data: ReportData) -> str:
     head, rows = _table_rows(data)
     lines = [f"# {data.title}", "", f"Search objective profile: `{data.search_profile}`; confirmation device: "
              f"{data.device}.", ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    base = _baseline_lines(data)
-    if base:
-        lines += ["", "## Against the baseline", ""] + base
+    lines += _md_table(head, rows)
+    bhead, brows, bnotes = _baseline_section(data)
+    if brows:
+        lines += ["", "## Against the baseline", ""] + _md_table(bhead, brows) + [""] + bnotes
     if data.calibration:
         lines += ["", "## Calibration quality (confirmation device)", ""]
         lines += [f"- {k}: {v:.4g}" for k, v in data.calibration.items()]
@@ -269,21 +279,11 @@ def render_html(data: ReportData) -> str:
              "th{background:#eee}img{max-width:100%}</style></head><body>",
              f"<h1>{esc(data.title)}</h1>",
              f"<p>Search objective profile: <code>{esc(data.search_profile)}</code>; confirmation device: "
-             f"{esc(data.device)}.</p>", "<h2>Students</h2><table><tr>"]
-    parts += [f"<th>{esc(h)}</th>" for h in head] + ["</tr>"]
-    for r in rows:
-        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
-    parts.append("</table>")
-    base = _baseline_lines(data)
-    if base:
-        table = [ln for ln in base if ln.startswith("|") and not ln.startswith("|---")]
-        parts.append("<h2>Against the baseline</h2><table>")
-        for i, ln in enumerate(table):
-            cells = [c.strip() for c in ln.strip("|").split("|")]
-            tag = "th" if i == 0 else "td"
-            parts.append("<tr>" + "".join(f"<{tag}>{esc(c)}</{tag}>" for c in cells) + "</tr>")
-        parts.append("</table>")
-        parts += [f"<p>{esc(ln)}</p>" for ln in base if ln and not ln.startswith("|")]
+             f"{esc(data.device)}.</p>", "<h2>Students</h2>"]
+    parts += _html_table(head, rows, esc)
+    bhead, brows, bnotes = _baseline_section(data)
+    if brows:
+        parts += ["<h2>Against the baseline</h2>"] + _html_table(bhead, brows, esc) + [f"<p>{esc(n)}</p>" for n in bnotes]
     for title, b64 in _plots(data):
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
     if data.calibration:
