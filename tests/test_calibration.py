@@ -268,6 +268,7 @@ def test_cli_usage_errors_exit(argv, capsys) -> None:
     (["--out", "p.toml", "--max-wait-s", "-1"], "--max-wait-s"),
     (["--out", "p.toml", "--cores", "-2"], "--cores"),
     (["--out", "p.toml", "--passes", "0"], "--passes"),
+    (["--out", "p.toml", "--max-student-gflops", "0"], "--max-student-gflops 0.0 must be > 0"),
     (["--out", "p.toml", "--from-measurements", "/no/such.csv"], "does not exist"),
     (["--out", "p.toml", "--measurements", "m.txt"], ".csv or .parquet"),
     (["--out", "p.toml", "--dtype", "bf16", "--from-measurements", __file__], "no peak"),
@@ -317,3 +318,67 @@ def test_cli_measures_the_tiny_suite(tmp_path, capsys) -> None:
     assert len(df) == 9 and (df["median_s"] > 0).all() and (df["device_kind"] == "cpu").all()
     assert "chain" in set(df["kind"])
     assert load_profile(out).calibration.fitted
+
+
+# ------------------------------------------------------------------- dtypes, time limits, checkpoints
+def test_measured_base_profile_keeps_only_the_calibrated_dtype() -> None:
+    base = load_profile("h100")
+    df = pd.DataFrame({"kind": ["peak"], "repeat": 0, "params": [json.dumps({"m": 100, "k": 100, "n": 100})],
+                       "min_s": [1e-5], "median_s": [2e-5]})
+    prof, got = measured_base_profile(base, df, name="g", dtype="bf16")
+    assert dict(prof.peak_flops_per_s) == {"bf16": pytest.approx(2e6 / 1e-5, rel=1e-3)}
+    prof, _ = measured_base_profile(base, df.iloc[:0], name="g", dtype="tf32")  # nothing measured: spec peak
+    assert dict(prof.peak_flops_per_s) == {"tf32": base.peak_flops_per_s["tf32"]}
+    with pytest.raises(CalibrationError, match="dtype 'fp64' has no peak in profile 'h100'"):
+        measured_base_profile(base, df, dtype="fp64")
+
+
+def test_cli_time_limit_and_bad_values(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CalibrationError, match="--max-measure-s 0.0 must be > 0"):
+        _run(["calibrate", "--device", "cpu", "--out", "p.toml", "--max-measure-s", "0"])
+    with pytest.raises(CalibrationError, match="--dtype 'int8' cannot be measured"):
+        _run(["calibrate", "--device", "cpu", "--base", "h100", "--dtype", "int8", "--out", "p.toml"])
+    rc = _run(["calibrate", "--device", "cpu", "--out", "lim.toml", "--suite", "tiny", "--students", "0",
+               "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1",
+               "--max-measure-s", "0.001"])
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "lim_measurements.csv")
+    assert 1 <= len(df) < 9  # cut short of the tiny suite's 9 cases, and still fitted
+    assert load_profile(tmp_path / "lim.toml").calibration.fitted
+
+
+def test_an_interrupted_calibration_keeps_its_measurements(tmp_path, monkeypatch) -> None:
+    from autodistill import measure
+
+    real = measure.measure_case
+    calls = []
+
+    def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(measure, "measure_case", flaky)
+    monkeypatch.setattr(calibration_cli, "CHECKPOINT_EVERY_S", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        _run(["calibrate", "--device", "cpu", "--out", str(tmp_path / "x.toml"), "--suite", "tiny", "--students",
+              "0", "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])
+    from autodistill.measure import load_measurements
+
+    saved = load_measurements(tmp_path / "x_measurements.csv")
+    assert len(saved) == 3 and (saved["median_s"] > 0).all()
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_cli_fits_the_fastest_call_on_accelerators(base, tmp_path, capsys) -> None:
+    csv = tmp_path / "m.csv"
+    df = _synthetic_table(base, n_students=20, noise=0.01, seed=2)
+    df["min_s"] = df["median_s"] * 0.9
+    df.to_csv(csv, index=False)
+    out = tmp_path / "acc.toml"
+    assert _run(["calibrate", "--device", "gpu", "--out", str(out), "--from-measurements", str(csv), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["fit"]["time_col"] == "min_s"
+    assert "# Fitted times: min_s (fastest call per case)." in out.read_text().splitlines()

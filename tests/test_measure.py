@@ -246,3 +246,62 @@ def test_chain_case_runs_n_ops_with_the_models_flops(op) -> None:
         assert dots[1] == pytest.approx(3 * dots[0])
     with pytest.raises(CalibrationError, match="valid choices"):
         build_case(Case("chain", "bad", {"op": "conv", "n": 2, **shapes}))
+
+
+# ------------------------------------------------------------------------- accelerators, dtypes, time limits
+def test_accelerator_suites_size_the_base_rate_cases_for_the_device() -> None:
+    from autodistill.measure import micro_suite as ms
+
+    cpu, gpu = ms("full", seed=0), ms("full", seed=0, platform="gpu")
+    base = {"peak", "stream", "vector_peak"}
+    by = {p: [c for c in s if c.kind in base] for p, s in (("cpu", cpu), ("gpu", gpu))}
+    assert by["gpu"][0].params["m"] == 8192 > by["cpu"][0].params["m"]
+    assert max(c.params["n"] for c in by["gpu"] if c.kind == "stream") * 4 >= 1 << 30  # past any L2
+    # the op cases (the students' shapes) are the same on every platform
+    assert [c.name for c in cpu if c.kind not in base] == [c.name for c in gpu if c.kind not in base]
+    with pytest.raises(CalibrationError, match="platform 'fpga'.*valid choices"):
+        ms("full", platform="fpga")
+
+
+def test_profile_dtypes_map_to_jax_dtypes_and_bf16_students_hold_bf16_weights() -> None:
+    import jax.numpy as jnp
+
+    from autodistill.measure import jax_dtype
+
+    assert jax_dtype("fp32") == jnp.float32 and jax_dtype("tf32") == jnp.float32
+    assert jax_dtype("bf16") == jnp.bfloat16 and jax_dtype("fp16") == jnp.float16
+    with pytest.raises(CalibrationError, match="measurement dtype 'int8'.*valid choices"):
+        jax_dtype("int8")
+    case = next(c for c in micro_suite("tiny") if c.kind == "matmul")
+    fn, args = build_case(case, jnp.bfloat16)
+    assert all(a.dtype == jnp.bfloat16 for a in args)
+    stream = build_case(Case("stream", "s", {"n": 64}), jnp.bfloat16)[1][0]
+    assert stream.dtype == np.float32  # bandwidth is read off 4-byte elements whatever the matmul dtype
+    arch = StudentArch(family="bert", num_hidden_layers=1, hidden_size=32, embedding_size=32, num_attention_heads=2,
+                       intermediate_size=64, num_feedforward_networks=1, use_bottleneck=False,
+                       intra_bottleneck_size=32, key_query_shared_bottleneck=False, trigram_input=False,
+                       normalization_type="layer_norm", hidden_act="gelu", vocab_size=100)
+    fn, (params, ids, mask) = build_case(Case("student", "st", {"arch": arch.to_dict(), "b": 1, "s": 8}),
+                                         jnp.bfloat16)
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+    assert jax.jit(fn)(params, ids, mask).dtype == jnp.bfloat16
+
+
+def test_time_compiled_warms_up_for_warmup_s() -> None:
+    calls = []
+
+    def call():
+        calls.append(1)
+        return jax.numpy.zeros(())
+
+    t = time_compiled(call, warmup=1, warmup_s=0.05, min_repeats=2, max_repeats=2)
+    assert t.n == 2 and len(calls) > 3  # more than the one warm-up call plus the two timed ones
+
+
+def test_run_cases_stops_starting_cases_at_the_time_limit() -> None:
+    cases = [c for c in micro_suite("tiny") if c.kind in ("matmul", "softmax", "layernorm")]
+    assert len(cases) >= 3
+    opts = RunOptions(warmup=1, min_repeats=2, max_repeats=3, budget_s=0.01)
+    df = run_cases(cases, opts=opts, max_time_s=1e-9)
+    assert len(df) == 1  # the first case always runs; none starts after the limit
+    assert len(run_cases(cases, opts=opts, max_time_s=600)) == len(cases)

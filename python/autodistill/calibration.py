@@ -399,8 +399,11 @@ def _params(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str | None = None,  # noqa: F821
                           description: str | None = None,
-                          time_col: str = "min_s") -> tuple[HardwareProfile, dict[str, float]]:
+                          time_col: str = "min_s", dtype: str | None = None) -> tuple[HardwareProfile, dict[str, float]]:
     """``base`` with peak FLOP/s, vector FLOP/s and DRAM / cache bandwidth replaced by the suite's measurements.
+
+    The measured peak is ``dtype``'s (default: the base's default dtype); a calibrated
+    profile describes that one dtype, so the other dtypes' spec peaks are dropped.
 
     Uses the fastest sample (``time_col``: ``min_s``, or ``corrected_min_s`` for
     CPU-time-corrected tables; ``median_s`` when absent) of the ``peak`` (largest matmul), ``stream``
@@ -433,9 +436,11 @@ def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str |
                 if len(vals) > 1:
                     got["onchip_bytes_per_s"] = max(vals[0][1], got["hbm_bytes_per_s"])
     kw: dict[str, Any] = {}
-    if "peak_flops_per_s" in got:
-        dt = base.default_dtype
-        kw["peak_flops_per_s"] = {**dict(base.peak_flops_per_s), dt: float(f"{got['peak_flops_per_s']:.4g}")}
+    dt = dtype or base.default_dtype
+    if dt not in base.peak_flops_per_s:
+        raise CalibrationError(f"dtype {dt!r} has no peak in profile {base.name!r}; valid: {', '.join(base.dtypes)}")
+    peak = got.get("peak_flops_per_s", base.peak_flops_per_s[dt])
+    kw["peak_flops_per_s"] = {dt: float(f"{peak:.4g}")}
     for k in ("vector_flops_per_s", "hbm_bytes_per_s", "onchip_bytes_per_s"):
         if k in got:
             kw[k] = float(f"{got[k]:.4g}")
@@ -585,6 +590,8 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     from autodistill.costmodel import CostModel
 
     _check_roofline(roofline, ROOFLINE_CHOICES)
+    if dtype not in base.peak_flops_per_s:
+        raise CalibrationError(f"dtype {dtype!r} has no peak in profile {base.name!r}; valid: {', '.join(base.dtypes)}")
     if df.empty:
         raise CalibrationError("no measurements to calibrate from")
     if time_col not in df.columns:
@@ -592,10 +599,11 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     df, pass_info = collapse_passes(df, time_col)
     df = assign_splits(df, test_fraction, seed)
     if measure_base:
-        prof0, got = measured_base_profile(base, df, name=name, description=description,
+        prof0, got = measured_base_profile(base, df, name=name, description=description, dtype=dtype,
                                            time_col="corrected_min_s" if time_col.startswith("corrected") else "min_s")
     else:
         prof0, got = dataclasses.replace(base, calibration=None, path=None, name=name,
+                                         peak_flops_per_s={dtype: base.peak_flops_per_s[dtype]},
                                          description=description if description is not None else base.description), {}
     rates = base_rates(prof0, dtype)
     fit_df = df[df["kind"].isin(FIT_KINDS)].reset_index(drop=True)

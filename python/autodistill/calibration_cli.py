@@ -2,6 +2,7 @@
 
     autodistill calibrate --device cpu --out profiles/cpu_local.toml
     autodistill calibrate --device cpu --out profiles/x.toml --from-measurements profiles/cpu_local_measurements.csv
+    autodistill calibrate --device gpu --base h100 --dtype bf16 --out profiles/h100_local.toml --max-measure-s 300
 
 By default the process is pinned to one core (``--cores 1``) and the fit uses
 per-call ``min(wall, process CPU time)``: on a shared machine that is the
@@ -29,7 +30,14 @@ from autodistill.errors import CalibrationError
 logger = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "gpu", "tpu")
-TIME_COLUMNS = {"wall": "median_s", "corrected": "corrected_median_s"}
+#: Default largest student forward pass (GFLOP) by device: the accelerators run BERT-large at 128 tokens
+#: (78 GFLOP) in about 2 ms, and a fit on small students alone over-estimated it by 63% on an H200.
+MAX_STUDENT_GFLOPS = {"cpu": 12.0, "gpu": 200.0, "tpu": 200.0}
+#: While measuring, the table so far is saved beside the profile at most this often (seconds).
+CHECKPOINT_EVERY_S = 15.0
+TIME_COLUMNS = {"wall": "median_s", "corrected": "corrected_median_s", "min": "min_s"}
+#: --time's default by device (`autodistill.measure.TIME_COLUMN`, kept import-free here).
+DEFAULT_TIME = {"cpu": "corrected", "gpu": "min", "tpu": "min"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated sources of students, drawn in turn: search-space names (their feasible "
                         "pools) or 'broad' (BERT/MobileBERT shapes incl. LayerNorm, GELU, no bottleneck); "
                         "default: mobilebert,broad,small")
+    p.add_argument("--max-student-gflops", type=float, default=None,
+                   help="largest forward pass of a measured student, GFLOP (default: 12 on cpu, where that takes "
+                        "~0.1 s; 200 on gpu/tpu, so that BERT-base and -large at 128 tokens are inside the fitted "
+                        "range)")
     p.add_argument("--noise-students", type=int, default=4, help="held-out students re-measured for the noise floor")
     p.add_argument("--noise-repeats", type=int, default=3, help="extra measurements of each noise student")
     p.add_argument("--budget-s", type=float, default=0.5, help="timing budget per case, seconds (default 0.5)")
@@ -73,11 +85,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 1; 0: all). With 1, XLA runs every op on one thread and process CPU time is "
                         "the idle-core latency even on a busy machine; the profile then describes one core. "
                         "More cores need a quiet machine (see --quiet-threshold)")
-    p.add_argument("--time", default=None, choices=("wall", "corrected"),
-                   help="which time to fit: wall-clock medians, or per call min(wall, process CPU time), which "
-                        "drops waits for a core another process held (default: corrected on cpu, else wall)")
+    p.add_argument("--time", default=None, choices=tuple(TIME_COLUMNS),
+                   help="which time to fit: wall-clock medians, the median of per call min(wall, process CPU "
+                        "time), which drops waits for a core another process held, or the fastest call (host "
+                        "dispatch jitter only adds time); default: corrected on cpu, min on gpu/tpu")
     p.add_argument("--seed", type=int, default=0, help="seed of the suite, the split and the fit starts")
-    p.add_argument("--dtype", default="fp32", help="profile dtype the fit is for (JAX runs float32)")
+    p.add_argument("--dtype", default="fp32",
+                   help="profile dtype measured and fitted: fp32 (float32, full-precision matmuls), tf32 (float32 "
+                        "arrays, TensorFloat-32 matmuls), bf16 or fp16 (weights and activations in that type); "
+                        "the calibrated profile holds this dtype only (default fp32)")
+    p.add_argument("--max-measure-s", type=float, default=None,
+                   help="stop starting new cases after this many seconds of measuring and fit what was measured "
+                        "(the order is shuffled, so that is a random subset; default: no limit)")
     p.add_argument("--measurements", default=None,
                    help="where to write the measurement table (default: <out stem>_measurements.csv)")
     p.add_argument("--from-measurements", default=None, metavar="CSV",
@@ -112,6 +131,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CalibrationError(f"--budget-s {args.budget_s} must be > 0")
     if args.from_measurements is not None and not Path(args.from_measurements).is_file():
         raise CalibrationError(f"--from-measurements file {args.from_measurements!r} does not exist")
+    if args.max_student_gflops is not None and not args.max_student_gflops > 0:
+        raise CalibrationError(f"--max-student-gflops {args.max_student_gflops} must be > 0")
+    if args.max_measure_s is not None and not args.max_measure_s > 0:
+        raise CalibrationError(f"--max-measure-s {args.max_measure_s} must be > 0")
     if args.measurements is not None and Path(args.measurements).suffix not in (".csv", ".parquet"):
         raise CalibrationError(f"--measurements {args.measurements!r} must end in .csv or .parquet")
 
@@ -130,14 +153,16 @@ def _calibrate(args: argparse.Namespace) -> int:
 
         df = load_measurements(args.from_measurements)
     else:
-        df = measure_device(args)
-        path = Path(args.measurements) if args.measurements else measurements_path(args.out)
-        from autodistill.measure import save_measurements
+        from autodistill.measure import JAX_DTYPES, save_measurements
 
+        if args.dtype not in JAX_DTYPES:
+            raise CalibrationError(f"--dtype {args.dtype!r} cannot be measured; valid: {', '.join(JAX_DTYPES)}")
+        path = Path(args.measurements) if args.measurements else measurements_path(args.out)
+        df = measure_device(args, checkpoint=path)
         save_measurements(df, path)
         print(f"wrote {len(df)} measurements to {path}", file=sys.stderr)
     name = Path(args.out).stem
-    time_col = TIME_COLUMNS[args.time or ("corrected" if args.device == "cpu" else "wall")]
+    time_col = TIME_COLUMNS[args.time or DEFAULT_TIME[args.device]]
     if time_col not in df.columns:
         raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
     rep = calibrate(df, base, name=name, dtype=args.dtype, seed=args.seed, test_fraction=args.test_fraction,
@@ -161,31 +186,39 @@ def describe_measurements(df, device: str) -> str:
     n = len([c for c in aff.split(",") if c.strip()]) if aff not in ("?", "", "nan") else 0
     where = f"{first('cpu')}" + (f", {n} core(s) [{aff}]" if device == "cpu" and n else "")
     flags = first("xla_flags")
+    if device != "cpu" and first("device_kind") not in ("?", "", "nan"):
+        where = f"{first('device_kind')}; host {where}"
     return (f"this machine's {device.upper()} ({where}), JAX {first('jax_version')}"
             + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "") + "; calibrated by `autodistill calibrate`")
 
 
-def measure_device(args: argparse.Namespace):  # -> pd.DataFrame
-    """Run the micro suite, the students and the noise repeats on ``args.device``, in a seeded shuffled order."""
+def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = None):  # -> pd.DataFrame
+    """Run the micro suite, the students and the noise repeats on ``args.device``, in a seeded shuffled order.
+
+    With ``checkpoint``, the table measured so far is saved there (atomically) at most every 15 s,
+    so an interrupted calibration keeps its measurements (refit them with --from-measurements).
+    """
     import dataclasses
 
     import numpy as np
 
-    from autodistill.measure import (RunOptions, get_device, micro_suite, models_available, pin_cores, run_cases,
-                                     student_suite)
+    from autodistill.measure import (ACCELERATOR_WARMUP_S, RunOptions, get_device, jax_dtype, measurement_table, micro_suite,
+                                     models_available, pin_cores, run_cases, save_measurements, student_suite)
 
     if args.device == "cpu" and args.cores > 0:
         cores = pin_cores(args.cores)
         print(f"pinned to core(s) {sorted(cores)}", file=sys.stderr)
     device = get_device(args.device)
+    dtype = jax_dtype(getattr(args, "dtype", "fp32"), args.device)
     n_students = args.students if args.students is not None else (64 if args.suite == "full" else 12)
     if n_students and not models_available():
         raise CalibrationError("measuring whole students needs autodistill.models (the Flax student); "
                                "pass --students 0 to calibrate on micro-benchmarks only")
-    cases = micro_suite(args.suite, seed=args.seed)
+    cases = micro_suite(args.suite, seed=args.seed, platform=args.device)
     sources = [x.strip() for x in args.student_sources.split(",") if x.strip()]
-    students = (student_suite(n_students, seed=args.seed, test_fraction=args.test_fraction, sources=sources)
-                if n_students else [])
+    gflops = getattr(args, "max_student_gflops", None) or MAX_STUDENT_GFLOPS[args.device]
+    students = (student_suite(n_students, seed=args.seed, test_fraction=args.test_fraction, sources=sources,
+                              max_gflops=gflops) if n_students else [])
     rng = np.random.default_rng(args.seed)
     base_kinds = ("peak", "stream", "vector_peak")
     rest = [c for c in cases if c.kind not in base_kinds] + students
@@ -200,8 +233,14 @@ def measure_device(args: argparse.Namespace):  # -> pd.DataFrame
     for p in range(1, args.passes):  # further passes over everything but the base rates, reshuffled
         order += [dataclasses.replace(first[i], pass_=p) for i in rng.permutation(len(first))]
     t0 = time.perf_counter()
+    done: list[dict] = []
+    saved = [t0]
 
     def progress(i: int, n: int, row: dict) -> None:
+        done.append(row)
+        if checkpoint is not None and time.perf_counter() - saved[0] >= CHECKPOINT_EVERY_S:
+            save_measurements(measurement_table(done), checkpoint)
+            saved[0] = time.perf_counter()
         logger.info("[%d/%d %.0fs] %s %.3g ms (spread %.1f%%, n=%d, compile %.1fs)", i + 1, n,
                     time.perf_counter() - t0, row["name"], 1e3 * row["median_s"], 100 * row["rel_spread"], row["n"],
                     row["compile_s"])
@@ -213,8 +252,10 @@ def measure_device(args: argparse.Namespace):  # -> pd.DataFrame
         quiet = -1.0 if (args.device == "cpu" and args.cores == 1) else 0.5
     opts = RunOptions(budget_s=args.budget_s, quiet_threshold=None if quiet < 0 else quiet,
                       max_wait_s=args.max_wait_s, retries=max(0, args.retries),
+                      warmup_s=0.0 if args.device == "cpu" else ACCELERATOR_WARMUP_S,
                       spread_on="corrected" if args.device == "cpu" else "wall")
-    return run_cases(order, device=device, opts=opts, progress=progress)
+    return run_cases(order, device=device, opts=opts, dtype=dtype, progress=progress,
+                     max_time_s=getattr(args, "max_measure_s", None))
 
 
 def write_profile(rep, out: str | Path) -> Path:
@@ -226,9 +267,12 @@ def write_profile(rep, out: str | Path) -> Path:
     out = Path(out)
     save_profile(rep.profile, out)  # validates and writes atomically
     h, s = rep.heldout, rep.heldout_spec
+    col = rep.fit.get("time_col", "median_s")
+    what = {"median_s": "median wall-clock time per case",
+            "corrected_median_s": "median per case of per-call min(wall, process CPU time)",
+            "min_s": "fastest call per case"}.get(col, "per case")
     lines = [f"# Calibrated: {rep.profile.calibration.source}.",
-             f"# Fitted times: {rep.fit.get('time_col', 'median_s')} (median per case"
-             + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
+             f"# Fitted times: {col} ({what}" + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
     if rep.base_measured:
         lines.append("# Base rates measured on this device: " + ", ".join(
             f"{k}={v:.4g}" for k, v in rep.base_measured.items()) + "; other base fields from the base profile.")

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 SUBCOMMAND_MODULES = (
     "autodistill.costmodel_cli",
     "autodistill.calibration_cli",
+    "autodistill.verify_cli",
     "autodistill.search_cli",
     "autodistill.distill_cli",
     "autodistill.pipeline_cli",

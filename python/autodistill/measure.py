@@ -61,11 +61,22 @@ logger = logging.getLogger(__name__)
 #: Kinds of benchmark case, in suite order.
 CASE_KINDS = ("peak", "stream", "vector_peak", "matmul", "dense", "attention", "softmax", "layernorm", "gather",
               "chain", "layer", "student")
+#: Seconds of untimed calls before timing a case on an accelerator (clocks drop while a case compiles).
+ACCELERATOR_WARMUP_S = 0.1
+#: Per-case time `autodistill calibrate` fits and `autodistill verify` compares, by platform: on a CPU the
+#: median of per-call min(wall, process CPU time) (see `Timing`); on an accelerator the fastest call, since
+#: host dispatch jitter only ever adds time (on an H200, repeated cases' medians varied 17%, their minima 6%).
+TIME_COLUMN = {"cpu": "corrected_median_s", "gpu": "min_s", "tpu": "min_s"}
 #: Kinds used to fit the per-op-class terms (the first three measure base rates instead).
 FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "chain", "layer", "student")
 #: Ops a ``chain`` case repeats: ``n`` of them back to back in one compiled call.
 CHAIN_OPS = ("dense", "softmax")
 SUITE_SIZES = ("tiny", "small", "full")
+#: Profile dtype -> (JAX array dtype, JAX default matmul precision or None). ``tf32`` is float32
+#: arrays with TensorFloat-32 matmuls (JAX's own default for float32 on recent NVIDIA GPUs);
+#: ``fp32`` asks for full-precision float32 matmuls.
+JAX_DTYPES = {"fp32": ("float32", "highest"), "tf32": ("float32", "tensorfloat32"),
+              "bf16": ("bfloat16", None), "fp16": ("float16", None)}
 
 #: Columns of the measurement table, in order (fingerprint columns come from `env_fingerprint`).
 TABLE_COLUMNS = (
@@ -171,6 +182,25 @@ def pin_cores(n: int, window_s: float = 0.5) -> set[int]:
         except OSError:  # a thread that just exited
             pass
     return chosen
+
+
+def jax_dtype(dtype: str, platform: str = "cpu") -> Any:
+    """The JAX array dtype a profile dtype (``fp32``, ``tf32``, ``bf16``, ``fp16``) is measured in.
+
+    Off the CPU it also sets JAX's default matmul precision where the profile
+    dtype names one (``fp32`` -> highest, ``tf32`` -> tensorfloat32), so that
+    float32 matmuls run as the profile says on devices with TF32 units (the CPU
+    has none, and its profiles were measured without the setting).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if dtype not in JAX_DTYPES:
+        raise CalibrationError(choices_message("measurement dtype", dtype, tuple(JAX_DTYPES)))
+    name, precision = JAX_DTYPES[dtype]
+    if precision is not None and platform != "cpu":
+        jax.config.update("jax_default_matmul_precision", precision)
+    return jnp.dtype(name)
 
 
 def get_device(name: str = "cpu") -> Any:
@@ -315,10 +345,11 @@ SPREAD_ON = ("wall", "corrected")
 
 def time_compiled(call: Callable[[], Any], *, warmup: int = 2, min_repeats: int = 5, max_repeats: int = 200,
                   rel_spread: float = 0.03, budget_s: float = 1.0, compile_s: float = float("nan"),
-                  spread_on: str = "wall") -> Timing:
+                  spread_on: str = "wall", warmup_s: float = 0.0) -> Timing:
     """Time ``call()`` (already compiled; must return JAX arrays) until its spread settles.
 
-    Runs ``warmup`` untimed calls, then timed calls, each ended by
+    Runs ``warmup`` untimed calls (and more until ``warmup_s`` seconds have passed: an
+    accelerator idle during the compile has lowered its clocks), then timed calls, each ended by
     ``jax.block_until_ready``, recording wall-clock and process CPU time. Stops
     once at least ``min_repeats`` samples are in and the interquartile range of
     the ``spread_on`` series (``wall`` or ``corrected``, see `Timing`) is at most
@@ -334,7 +365,10 @@ def time_compiled(call: Callable[[], Any], *, warmup: int = 2, min_repeats: int 
         raise CalibrationError(f"need budget_s > 0 and rel_spread >= 0; got {budget_s}, {rel_spread}")
     if spread_on not in SPREAD_ON:
         raise CalibrationError(choices_message("spread_on", spread_on, SPREAD_ON))
+    w0 = time.perf_counter()
     for _ in range(warmup):
+        jax.block_until_ready(call())
+    while time.perf_counter() - w0 < warmup_s:
         jax.block_until_ready(call())
     meter = LoadMeter().start()
     samples: list[float] = []
@@ -561,7 +595,8 @@ def build_case(case: Case, dtype: Any = None, seed: int = 0) -> tuple[Callable[.
         return dense, (arr(p["m"], p["k"]), arr(p["k"], p["n"]), arr(p["n"]), arr(p["m"], p["n"]),
                        arr(p["n"]) + 1, arr(p["n"]))
     if k == "stream":  # a read-only pass (a fresh large output would time page faults, not bandwidth)
-        return (lambda x: jnp.sum(x)), (arr(p["n"]),)
+        # always float32: the bandwidth is read off 4 bytes per element, whatever dtype the matmuls use
+        return (lambda x: jnp.sum(x)), ((rng.standard_normal(p["n"], dtype=np.float32) * 0.05),)
     if k == "vector_peak":
         depth = int(p["depth"])
 
@@ -570,7 +605,7 @@ def build_case(case: Case, dtype: Any = None, seed: int = 0) -> tuple[Callable[.
                 x = x * 0.999 + (0.001 * (i + 1))
             return x
 
-        return chain, (arr(p["n"]),)
+        return chain, ((rng.standard_normal(p["n"], dtype=np.float32) * 0.05),)  # float32: the vector peak
     if k == "attention":
         shape = (p["b"], p["heads"], p["s"], p["d"])
         mask = np.zeros((p["b"], 1, 1, p["s"]), dtype=np.dtype(dtype))
@@ -646,6 +681,8 @@ def _build_student(arch: StudentArch, batch: int, seq: int, dtype: Any, seed: in
         raise CalibrationError(f"whole-student cases need autodistill.models (the Flax student): {e}") from None
     model = StudentModel(arch=arch, dtype=dtype, mlm_head=False)
     params = init_params(model, jax.random.PRNGKey(seed), batch=1, seq=min(seq, 16))
+    if np.dtype(dtype) != np.float32:  # serve in the compute dtype: weights stored in it, no casts per call
+        params = jax.tree.map(lambda x: x.astype(dtype), params)
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, arch.vocab_size, size=(batch, seq), dtype=np.int32)
     mask = np.ones((batch, seq), dtype=np.int32)
@@ -667,15 +704,26 @@ def _mk(kind: str, **params: Any) -> Case:
     return Case(kind, name, params)
 
 
-def micro_suite(size: str = "small", seed: int = 0) -> list[Case]:
+#: JAX platforms a suite can be sized for.
+PLATFORMS = ("cpu", "gpu", "tpu")
+
+
+def micro_suite(size: str = "small", seed: int = 0, platform: str = "cpu") -> list[Case]:
     """Micro-benchmarks: base rates (peak, stream, vector), then one group per op kind.
 
     ``tiny`` is for tests (a few small cases), ``small`` a quick check, ``full``
     the calibration suite. Shapes include widths off the matrix-unit tile (100,
-    312, 1000, 1200) and typical BERT widths.
+    312, 1000, 1200) and typical BERT widths. On an accelerator (``platform``
+    gpu or tpu) the base-rate cases are sized for it: a 1024^3 matmul or a
+    64 MiB read takes a few microseconds there, so launch overhead, not the
+    peak or the bandwidth, would be measured; they become an 8192^3 matmul, a
+    1 GiB read (past any L2) and a 64 Mi-element multiply-add chain. The op
+    cases keep the students' shapes on every platform.
     """
     if size not in SUITE_SIZES:
         raise CalibrationError(choices_message("suite size", size, SUITE_SIZES))
+    if platform not in PLATFORMS:
+        raise CalibrationError(choices_message("platform", platform, PLATFORMS))
     rng = np.random.default_rng(seed)
     cases: list[Case] = []
     if size == "tiny":
@@ -687,9 +735,14 @@ def micro_suite(size: str = "small", seed: int = 0) -> list[Case]:
                   _mk("layer", arch=_bert1(128, 2, 256, "gelu"), b=1, s=32)]
         return cases
     full = size == "full"
-    cases += [_mk("peak", m=1024, k=1024, n=1024) if full else _mk("peak", m=512, k=512, n=512)]
-    cases += [_mk("stream", n=16 << 20), _mk("stream", n=1 << 20)]  # 64 MiB (DRAM) and 4 MiB (cache)
-    cases += [_mk("vector_peak", n=64 << 10, depth=64)]
+    if platform == "cpu":
+        cases += [_mk("peak", m=1024, k=1024, n=1024) if full else _mk("peak", m=512, k=512, n=512)]
+        cases += [_mk("stream", n=16 << 20), _mk("stream", n=1 << 20)]  # 64 MiB (DRAM) and 4 MiB (cache)
+        cases += [_mk("vector_peak", n=64 << 10, depth=64)]
+    else:
+        cases += [_mk("peak", m=8192, k=8192, n=8192) if full else _mk("peak", m=4096, k=4096, n=4096)]
+        cases += [_mk("stream", n=256 << 20), _mk("stream", n=4 << 20)]  # 1 GiB (HBM) and 16 MiB (L2)
+        cases += [_mk("vector_peak", n=64 << 20, depth=256)]
     # matmuls: rows (= batch x seq) by (K, N), on and off the tile
     ms = (16, 64, 128, 256, 512, 1024) if full else (32, 256)
     widths = (64, 100, 128, 256, 312, 384, 512, 768, 1000, 1024, 1200, 2048, 3072) if full else (128, 312, 768)
@@ -836,6 +889,8 @@ class RunOptions:
     """Timing knobs for `run_cases` (see `time_compiled`)."""
 
     warmup: int = 2
+    #: Keep warming up until this many seconds have passed (accelerators: let the clocks ramp up).
+    warmup_s: float = 0.0
     min_repeats: int = 5
     max_repeats: int = 200
     rel_spread: float = 0.03
@@ -863,7 +918,8 @@ def measure_case(case: Case, device: Any = None, opts: RunOptions | None = None,
     for attempt in range(1 + max(0, opts.retries)):
         if opts.quiet_threshold is not None:
             waited += wait_for_quiet(opts.quiet_threshold, max_wait_s=opts.max_wait_s)[0]
-        ti = time_compiled(lambda: compiled(*dargs), warmup=opts.warmup, min_repeats=opts.min_repeats,
+        ti = time_compiled(lambda: compiled(*dargs), warmup=opts.warmup, warmup_s=opts.warmup_s,
+                           min_repeats=opts.min_repeats,
                            max_repeats=opts.max_repeats, rel_spread=opts.rel_spread, budget_s=opts.budget_s,
                            compile_s=compile_s, spread_on=opts.spread_on)
         if t is None or ti.bg_load < t.bg_load:
@@ -888,14 +944,21 @@ def measure_case(case: Case, device: Any = None, opts: RunOptions | None = None,
 
 
 def run_cases(cases: Iterable[Case], device: Any = None, opts: RunOptions | None = None, dtype: Any = None,
-              progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> "pd.DataFrame":  # noqa: F821
-    """Measure every case on ``device``; returns the measurement table (one row per case)."""
-    import pandas as pd
+              progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+              max_time_s: float | None = None) -> "pd.DataFrame":  # noqa: F821
+    """Measure every case on ``device``; returns the measurement table (one row per case).
 
+    With ``max_time_s``, no case after the first is started once that many seconds have passed:
+    the table then holds the cases measured so far (in the given order; shuffle it for a fair subset).
+    """
     cases = list(cases)
     fp = env_fingerprint(device)
     rows = []
+    t0 = time.perf_counter()
     for i, c in enumerate(cases):
+        if i and max_time_s is not None and time.perf_counter() - t0 >= max_time_s:
+            logger.warning("time limit %.0f s reached: measured %d of %d cases", max_time_s, i, len(cases))
+            break
         fp["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         row = measure_case(c, device, opts, dtype, fp)
         rows.append(row)
@@ -952,7 +1015,7 @@ def load_measurements(path: str | os.PathLike[str]) -> "pd.DataFrame":  # noqa: 
     return df
 
 
-__all__ = ["CASE_KINDS", "Case", "LoadMeter", "RunOptions", "Timing", "background_load", "build_case", "compile_fn", "env_fingerprint", "get_device",
-           "hlo_dot_flops", "load_measurements", "measure_case", "measurement_table", "micro_suite",
+__all__ = ["ACCELERATOR_WARMUP_S", "CASE_KINDS", "PLATFORMS", "TIME_COLUMN", "Case", "LoadMeter", "RunOptions", "Timing", "background_load", "build_case", "compile_fn", "env_fingerprint", "get_device",
+           "hlo_dot_flops", "jax_dtype", "JAX_DTYPES", "load_measurements", "measure_case", "measurement_table", "micro_suite",
            "models_available", "pin_cores", "run_cases", "sample_student", "save_measurements", "student_suite", "summarize",
            "time_compiled", "time_fn", "wait_for_quiet", "xla_cost"]

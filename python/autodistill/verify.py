@@ -143,16 +143,18 @@ class ConfirmationReport:
 
 
 def measure_student(arch: StudentArch, batch: int, seq: int, *, device: str = "cpu", budget_s: float = 2.0,
-                    seed: int = 0) -> dict[str, Any]:
-    """Time one forward pass of ``arch`` (random weights, float32) on ``device`` in this process."""
+                    seed: int = 0, dtype: str = "fp32") -> dict[str, Any]:
+    """Time one forward pass of ``arch`` (random weights in profile dtype ``dtype``) on ``device`` here."""
     from autodistill import measure
 
     dev = measure.get_device(device)
+    jdt = measure.jax_dtype(dtype, device)
     case = measure.Case(kind="student", name=f"confirm/{arch.short_name()}/b{batch}s{seq}",
                         params={"arch": arch.to_dict(), "b": int(batch), "s": int(seq)})
     # the stopping rule watches the series `autodistill calibrate` fits on this device kind
-    opts = measure.RunOptions(budget_s=budget_s, xla_cost=False, spread_on="corrected" if device == "cpu" else "wall")
-    return measure.measure_case(case, device=dev, opts=opts)
+    opts = measure.RunOptions(budget_s=budget_s, xla_cost=False, spread_on="corrected" if device == "cpu" else "wall",
+                              warmup_s=0.0 if device == "cpu" else measure.ACCELERATOR_WARMUP_S)
+    return measure.measure_case(case, device=dev, opts=opts, dtype=jdt)
 
 
 _CHILD = r"""
@@ -162,29 +164,39 @@ from autodistill import measure
 if req["device"] == "cpu" and req["cores"] > 0:
     measure.pin_cores(req["cores"])   # before JAX starts: XLA sizes its thread pool to these cores
 from autodistill.arch import StudentArch
-from autodistill.verify import measure_student
+from autodistill.verify import item_time_column, measure_student
 best = [None] * len(req["items"])
-key = "corrected_median_s" if req["device"] == "cpu" else "median_s"
+key = item_time_column(req["device"], req["cores"])
 for _ in range(req["passes"]):  # like calibrate: every pass over all items, the fastest pass per item kept
     for i, it in enumerate(req["items"]):
         r = measure_student(StudentArch.from_dict(it["arch"]), it["batch"], it["seq"], device=req["device"],
-                            budget_s=req["budget_s"])
+                            budget_s=req["budget_s"], dtype=req["dtype"])
         if best[i] is None or float(r[key]) < float(best[i][key]):
             best[i] = r
 print("@@ROWS@@" + json.dumps(best, default=str))
 """
 
 
+def item_time_column(device: str, cores: int = 1) -> str:
+    """The measurement column a confirmation compares, as `autodistill calibrate` fits it on ``device``:
+    the load-corrected median on a pinned CPU, the wall median on an unpinned one, the fastest call on
+    an accelerator (`autodistill.measure.TIME_COLUMN`)."""
+    if device == "cpu":
+        return "corrected_median_s" if cores > 0 else "median_s"
+    return {"gpu": "min_s", "tpu": "min_s"}.get(device, "median_s")
+
+
 def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str = "cpu", budget_s: float = 1.0,
-                  cores: int = 1, passes: int = 2, timeout_s: float = 1800.0) -> list[dict[str, Any]]:
+                  cores: int = 1, passes: int = 2, timeout_s: float = 1800.0,
+                  dtype: str = "fp32") -> list[dict[str, Any]]:
     """Time ``(arch, batch, seq)`` items in a fresh process, as `autodistill calibrate` does.
 
     On the CPU the child is pinned to ``cores`` of the least busy cores before JAX starts, so its
     times are comparable with a profile calibrated the same way (``cores=1`` for ``cpu_local``)
     and not disturbed by training threads of this process. Every item is timed in each of
     ``passes`` passes over the list and its fastest pass kept (interference only ever slows a
-    call down). Each row gains ``latency_s``: the load-corrected median on a pinned CPU, else the
-    wall-clock median.
+    call down). Each row gains ``latency_s``: the column `item_time_column` names. ``dtype`` is
+    the profile dtype measured (`autodistill.measure.JAX_DTYPES`).
     """
     if passes < 1:
         raise ConfigError(f"passes={passes} must be >= 1")
@@ -192,7 +204,8 @@ def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str 
     import sys
 
     req = {"items": [{"arch": a.to_dict(), "batch": int(b), "seq": int(s)} for a, b, s in items],
-           "device": device, "budget_s": float(budget_s), "cores": int(cores), "passes": int(passes)}
+           "device": device, "budget_s": float(budget_s), "cores": int(cores), "passes": int(passes),
+           "dtype": str(dtype)}
     if not req["items"]:
         return []
     proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True,
@@ -200,19 +213,25 @@ def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str 
     if proc.returncode != 0 or "@@ROWS@@" not in proc.stdout:
         raise ConfigError(f"measuring on device {device!r} failed: {proc.stderr.strip()[-2000:]}")
     rows = json.loads(proc.stdout.rsplit("@@ROWS@@", 1)[1])
-    pinned = device == "cpu" and cores > 0
+    key = item_time_column(device, cores)
     for r in rows:
-        corrected = r.get("corrected_median_s")
-        r["latency_s"] = float(corrected) if pinned and corrected not in (None, "nan") else float(r["median_s"])
+        v = r.get(key)
+        r["latency_s"] = float(v) if v not in (None, "nan") and math.isfinite(float(v)) else float(r["median_s"])
     return rows
 
 
 def measure_students(archs: Sequence[StudentArch], batch: int, seq: int, *, device: str = "cpu",
                      budget_s: float = 1.0, cores: int = 1, passes: int = 2,
-                     timeout_s: float = 1800.0) -> list[dict[str, Any]]:
+                     timeout_s: float = 1800.0, dtype: str = "fp32") -> list[dict[str, Any]]:
     """Time ``archs`` at one ``batch`` x ``seq`` in a fresh process (see `measure_items`)."""
     return measure_items([(a, batch, seq) for a in archs], device=device, budget_s=budget_s, cores=cores,
-                         passes=passes, timeout_s=timeout_s)
+                         passes=passes, timeout_s=timeout_s, dtype=dtype)
+
+
+def profile_dtype(profile: HardwareProfile) -> str:
+    """The dtype a confirmation measures and estimates in: fp32 where the profile has it (CPU profiles),
+    else its default (a calibrated accelerator profile holds just the dtype it was calibrated for)."""
+    return "fp32" if "fp32" in profile.peak_flops_per_s else profile.default_dtype
 
 
 def measurement_table_of(profile: HardwareProfile) -> Path | None:
@@ -282,11 +301,12 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
         raise ConfigError(f"tolerance={tolerance} must be in (0, 10)")
     if anchors < 0:
         raise ConfigError(f"anchors={anchors} must be >= 0")
-    todo_anchors = anchor_students(profile, anchors) if drift is None else []
+    dtype = profile_dtype(profile)
+    todo_anchors = anchor_students(profile, anchors, time_col=item_time_column(device, cores)) if drift is None else []
     if measurements is None or todo_anchors:
         items = [(a, batch, seq) for _, a in students] if measurements is None else []
         items += [(x.arch, x.batch, x.seq) for x in todo_anchors]
-        got = measure_items(items, device=device, budget_s=budget_s, cores=cores, passes=passes)
+        got = measure_items(items, device=device, budget_s=budget_s, cores=cores, passes=passes, dtype=dtype)
         if measurements is None:
             measurements, got = got[:len(students)], got[len(students):]
         if todo_anchors:
@@ -297,7 +317,6 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
     rows = list(measurements)
     if len(rows) != len(students):
         raise ConfigError(f"{len(rows)} measurements for {len(students)} students")
-    dtype = "fp32" if "fp32" in profile.peak_flops_per_s else profile.default_dtype
     cm = CostModel(profile, dtype)
     est = [cm.latency_s(a, batch, seq) for _, a in students]
     meas = [float(r["latency_s"]) for r in rows]
@@ -332,4 +351,4 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
 
 
 __all__ = ["Anchor", "Confirmation", "ConfirmationReport", "DriftCheck", "anchor_students", "confirm", "measure_items",
-           "measure_student", "measure_students", "measurement_table_of"]
+           "measure_student", "measure_students", "measurement_table_of", "profile_dtype", "item_time_column"]

@@ -1,0 +1,207 @@
+"""The ``verify`` subcommand: time students on a device and compare them with a profile's estimates.
+
+    autodistill verify --profile cpu_local --device cpu --arch mobilebert --arch tinybert-4 --shape 1x128
+    autodistill verify --profile profiles/h100_local.toml --device gpu --run runs/demo --shape 1x128 --shape 8x128
+
+The on-device confirmation of `autodistill run` (`autodistill.verify.confirm`) as a
+command of its own: for reference architectures (`autodistill archs`), StudentArch
+JSON files and the students of a run folder, at one or more batch x sequence
+shapes. Each shape is one confirmation (the fastest of ``--passes`` passes in a
+fresh process, a drift check on the profile's calibration table, a recalibration
+when an error exceeds ``--tolerance``). ``--out`` saves everything as JSON;
+``--reuse`` takes the measurements from such a file instead of timing again (to
+score another profile against the same measurements).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from autodistill.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "gpu", "tpu")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="time students on a device and compare with a profile's latency estimates",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--profile", required=True, help="profile name (see `profiles list`) or .toml path")
+    p.add_argument("--device", required=True, choices=DEVICES, help="JAX platform to measure on")
+    p.add_argument("--arch", action="append", default=[], metavar="NAME|JSON",
+                   help="a reference name (see `archs`) or a JSON file of StudentArch fields (repeatable)")
+    p.add_argument("--run", default=None, metavar="DIR", help="also every finished student of this run folder")
+    p.add_argument("--shape", action="append", default=[], metavar="BxS",
+                   help="batch x sequence length to time, e.g. 8x128 (repeatable; default 1x128)")
+    p.add_argument("--passes", type=int, default=2, help="timing passes, the fastest kept (default 2)")
+    p.add_argument("--anchors", type=int, default=6,
+                   help="students of the profile's calibration table re-timed for the drift check (0: none)")
+    p.add_argument("--tolerance", type=float, default=0.10, help="relative error that triggers a refit (default 0.1)")
+    p.add_argument("--budget-s", type=float, default=1.0, help="timing budget per student and pass (default 1)")
+    p.add_argument("--cores", type=int, default=1, help="cpu only: pin the timing process to this many cores (0: all)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="take the measurements from an earlier --out file (same students and shapes) instead of "
+                        "timing again")
+    p.set_defaults(func=_verify)
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """``"8x128"`` -> (8, 128)."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        b, s = (int(x) for x in parts)
+    except ValueError:
+        raise ConfigError(f"--shape {text!r} must be BATCHxSEQ, e.g. 1x128") from None
+    if not (1 <= b <= 4096 and 1 <= s <= 8192):
+        raise ConfigError(f"--shape {text!r}: batch must be in 1..4096 and sequence length in 1..8192")
+    return b, s
+
+
+def run_students(run_dir: str | os.PathLike[str]) -> list[tuple[str, Any]]:
+    """(name, arch) of every student of a run folder whose full distillation finished (``status: ok``)."""
+    from autodistill.arch import StudentArch
+
+    root = Path(run_dir) / "students"
+    if not root.is_dir():
+        raise ConfigError(f"--run {str(run_dir)!r} has no students/ folder (is it an `autodistill run` folder?)")
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        f = folder / "result.json"
+        if not f.is_file():
+            continue
+        res = json.loads(f.read_text(encoding="utf-8"))
+        if res.get("status") == "ok":
+            out.append((str(res["name"]), StudentArch.from_dict(res["arch"])))
+    if not out:
+        raise ConfigError(f"--run {str(run_dir)!r} has no finished students")
+    return out
+
+
+def _students(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    from autodistill.costmodel_cli import resolve_arch
+
+    out = [(Path(a).stem if a.endswith(".json") else a, resolve_arch(a)) for a in args.arch]
+    if args.run:
+        out += run_students(args.run)
+    if not out:
+        raise ConfigError("nothing to verify: give --arch and/or --run")
+    names = [n for n, _ in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"student names given twice: {', '.join(dup)}")
+    return out
+
+
+def _reused(path: str, profile_name: str) -> dict[tuple[int, int], dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--reuse file {path!r} does not exist")
+    data = json.loads(p.read_text(encoding="utf-8"))
+    out = {}
+    for sh in data.get("shapes", []):
+        if sh.get("profile") != profile_name:
+            sh = {**sh, "drift": None}  # the anchors belong to the other profile's table
+        out[(int(sh["batch"]), int(sh["seq"]))] = sh
+    return out
+
+
+def shape_result(rep: Any, batch: int, seq: int, dtype: str) -> dict[str, Any]:
+    """One confirmation as JSON (the layout of a run's confirm.json, plus the dtype)."""
+    return {"device": rep.device, "profile": rep.profile, "dtype": dtype, "batch": batch, "seq": seq,
+            "tolerance": rep.tolerance, "summary": rep.summary(), "note": rep.note,
+            "drift": rep.drift.to_dict() if rep.drift is not None else None,
+            "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
+                          "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
+                          "recal_latency_s": c.recal_latency_s, "drift_latency_s": c.drift_latency_s}
+                         for c in rep.students]}
+
+
+def format_shape(res: dict[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "" if x is None else f"{100 * x:+.1f}%"
+
+    lines = [f"{res['device']} b{res['batch']} x s{res['seq']}, profile {res['profile']} ({res['dtype']})"]
+    lines.append(f"  {'student':<34} {'measured':>11} {'estimate':>11} {'error':>8} {'drift-corr':>10} {'refit':>8}")
+    for s in res["students"]:
+        m = s["measured_latency_s"]
+        lines.append(f"  {s['name'][:34]:<34} {1e3 * m:>9.3f}ms {1e3 * s['est_latency_s']:>9.3f}ms "
+                     f"{pct(s['est_latency_s'] / m - 1):>8} "
+                     f"{pct(None if s['drift_latency_s'] is None else s['drift_latency_s'] / m - 1):>10} "
+                     f"{pct(None if s['recal_latency_s'] is None else s['recal_latency_s'] / m - 1):>8}")
+    sm = res["summary"]
+    if sm:
+        line = (f"  MAPE {100 * sm['mape_before']:.1f}%, within 10% {100 * sm['within_10pct_before']:.0f}%")
+        if "drift_ratio" in sm:
+            line += f"; drift {sm['drift_ratio']:.3f} ({int(sm['drift_anchors'])} anchors)"
+            if "mape_drift_corrected" in sm:
+                line += (f", drift-corrected MAPE {100 * sm['mape_drift_corrected']:.1f}%, within 10% "
+                         f"{100 * sm['within_10pct_drift_corrected']:.0f}%")
+        if sm.get("recalibrated"):
+            line += f"; after refit MAPE {100 * sm['mape_after']:.1f}%"
+        lines.append(line)
+    if res["note"]:
+        lines.append("  " + res["note"])
+    return "\n".join(lines)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from autodistill.hardware import load_profile
+    from autodistill.verify import DriftCheck, confirm, profile_dtype
+
+    if args.passes < 1:
+        raise ConfigError(f"--passes {args.passes} must be >= 1")
+    if args.anchors < 0:
+        raise ConfigError(f"--anchors {args.anchors} must be >= 0")
+    if not 0.0 < args.tolerance < 10.0:
+        raise ConfigError(f"--tolerance {args.tolerance} must be in (0, 10)")
+    if not args.budget_s > 0:
+        raise ConfigError(f"--budget-s {args.budget_s} must be > 0")
+    if args.cores < 0:
+        raise ConfigError(f"--cores {args.cores} must be >= 0")
+    if args.out is not None and not args.out.endswith(".json"):
+        raise ConfigError(f"--out {args.out!r} must end in .json")
+    shapes = [parse_shape(s) for s in args.shape] or [(1, 128)]
+    profile = load_profile(args.profile)
+    students = _students(args)
+    reuse = _reused(args.reuse, profile.name) if args.reuse else {}
+    result: dict[str, Any] = {"device": args.device, "profile": profile.name, "profile_path": profile.path,
+                              "dtype": profile_dtype(profile), "shapes": []}
+    for b, s in shapes:
+        prev = reuse.get((b, s))
+        rows, drift = None, None
+        if prev is not None:
+            got = {p["name"]: p for p in prev["students"]}
+            missing = [n for n, _ in students if n not in got]
+            if missing:
+                raise ConfigError(f"--reuse {args.reuse!r} has no b{b}xs{s} measurement of {', '.join(missing)}")
+            rows = [{"latency_s": got[n]["measured_latency_s"], "rel_spread": got[n]["measured_spread"]}
+                    for n, _ in students]
+            drift = DriftCheck.from_dict(prev["drift"]) if prev.get("drift") else None
+        elif args.reuse:
+            raise ConfigError(f"--reuse {args.reuse!r} has no shape {b}x{s}")
+        rep = confirm(students, profile, batch=b, seq=s, device=args.device, tolerance=args.tolerance,
+                      budget_s=args.budget_s, cores=args.cores, passes=args.passes, measurements=rows,
+                      anchors=0 if rows is not None and drift is None else args.anchors, drift=drift)
+        res = shape_result(rep, b, s, result["dtype"])
+        result["shapes"].append(res)
+        print(format_shape(res))
+        if args.out:  # after every shape: an interrupted verify keeps what it measured
+            _write_json(args.out, result)
+    if args.out:
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float), encoding="utf-8")
+    os.replace(tmp, p)

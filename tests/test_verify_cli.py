@@ -1,0 +1,100 @@
+"""`autodistill verify`: argument checks, students from a run folder, re-scoring saved measurements."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autodistill.arch import reference_arch
+from autodistill.cli import main
+from autodistill.costmodel import CostModel
+from autodistill.errors import ConfigError
+from autodistill.hardware import load_profile
+from autodistill.verify import item_time_column, profile_dtype
+from autodistill.verify_cli import parse_shape, run_students
+
+from test_verify import TINY
+
+
+def test_parse_shape() -> None:
+    assert parse_shape("8x128") == (8, 128) and parse_shape(" 1 X 16") == (1, 16)
+    for bad in ("8", "8x", "axb", "0x128", "1x9000"):
+        with pytest.raises(ConfigError, match="--shape"):
+            parse_shape(bad)
+
+
+def test_time_column_and_dtype_follow_the_device_and_profile() -> None:
+    assert item_time_column("cpu", 1) == "corrected_median_s" and item_time_column("cpu", 0) == "median_s"
+    assert item_time_column("gpu") == "min_s" == item_time_column("tpu")
+    assert profile_dtype(load_profile("cpu_local")) == "fp32"
+    assert profile_dtype(load_profile("h200_local")) == "bf16"  # a GPU profile calibrated in bf16 only
+
+
+def _run_folder(tmp_path):
+    for name, status in (("t1", "ok"), ("t2", "failed"), ("base", "ok")):
+        d = tmp_path / "run" / "students" / name
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"name": name, "status": status, "arch": TINY.to_dict()}))
+    return tmp_path / "run"
+
+
+def test_run_students_takes_finished_ones_and_names_bad_folders(tmp_path) -> None:
+    assert [n for n, _ in run_students(_run_folder(tmp_path))] == ["base", "t1"]
+    with pytest.raises(ConfigError, match="has no students/ folder"):
+        run_students(tmp_path / "nowhere")
+    (tmp_path / "empty" / "students").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="has no finished students"):
+        run_students(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("extra,match", [
+    ([], "nothing to verify"),
+    (["--arch", "bert-huge"], "bert-huge"),
+    (["--arch", "tinybert-4", "--arch", "tinybert-4"], "given twice: tinybert-4"),
+    (["--arch", "tinybert-4", "--passes", "0"], "--passes 0"),
+    (["--arch", "tinybert-4", "--tolerance", "0"], "--tolerance 0"),
+    (["--arch", "tinybert-4", "--out", "x.txt"], "must end in .json"),
+    (["--arch", "tinybert-4", "--shape", "1y2"], "--shape '1y2'"),
+    (["--arch", "tinybert-4", "--reuse", "/no/such.json"], "does not exist"),
+])
+def test_bad_arguments_are_named_before_any_timing(extra, match, capsys) -> None:
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", *extra]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_reuse_rescores_saved_measurements_against_another_profile(tmp_path, capsys) -> None:
+    cm = CostModel(load_profile("cpu_local"), "fp32")
+    names = ["tinybert-4", "minilm-l6-h384"]
+    meas = {n: cm.latency_s(reference_arch(n), 2, 32) * 1.02 for n in names}
+    saved = {"device": "cpu", "profile": "other", "shapes": [
+        {"profile": "other", "batch": 2, "seq": 32, "drift": {"ratio": 2.0, "n": 0, "anchors": []},
+         "students": [{"name": n, "measured_latency_s": m, "measured_spread": 0.01} for n, m in meas.items()]}]}
+    src = tmp_path / "saved.json"
+    src.write_text(json.dumps(saved))
+    out = tmp_path / "again.json"
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", names[0], "--arch", names[1],
+                 "--shape", "2x32", "--reuse", str(src), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    sh = res["shapes"][0]
+    assert res["profile"] == "cpu_local" and res["dtype"] == "fp32"
+    assert [s["measured_latency_s"] for s in sh["students"]] == pytest.approx(list(meas.values()))
+    assert sh["summary"]["mape_before"] == pytest.approx(1 - 1 / 1.02, rel=1e-6)
+    assert sh["drift"] is None  # another profile's anchors do not carry over
+    assert "tinybert-4" in capsys.readouterr().out
+    # a shape or a student the file lacks is an error, not a silent re-measurement
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", names[0], "--shape", "1x32",
+                 "--reuse", str(src)]) == 2
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", "mobilebert", "--shape", "2x32",
+                 "--reuse", str(src)]) == 2
+    assert "no b2xs32 measurement of mobilebert" in capsys.readouterr().err
+
+
+def test_verify_times_a_run_folder_on_this_cpu(tmp_path, capsys) -> None:
+    out = tmp_path / "v.json"
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--run", str(_run_folder(tmp_path)),
+                 "--shape", "1x8", "--passes", "1", "--anchors", "0", "--budget-s", "0.05", "--cores", "0",
+                 "--out", str(out)]) == 0
+    sh = json.loads(out.read_text())["shapes"][0]
+    assert [s["name"] for s in sh["students"]] == ["base", "t1"]
+    assert all(s["measured_latency_s"] > 0 and s["est_latency_s"] > 0 for s in sh["students"])
+    assert "MAPE" in capsys.readouterr().out
