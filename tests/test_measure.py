@@ -305,3 +305,21 @@ def test_run_cases_stops_starting_cases_at_the_time_limit() -> None:
     df = run_cases(cases, opts=opts, max_time_s=1e-9)
     assert len(df) == 1  # the first case always runs; none starts after the limit
     assert len(run_cases(cases, opts=opts, max_time_s=600)) == len(cases)
+
+
+def test_log_flops_spread_covers_small_students_evenly() -> None:
+    def gflops(cases):
+        return np.array([c.arch().flops_per_token(c.seq) * c.batch * c.seq / 1e9 for c in cases])
+
+    kw = dict(seed=4, test_fraction=0.25, max_gflops=4.0)
+    even = student_suite(24, spread="log_flops", **kw)
+    assert [c.name for c in even] == [c.name for c in student_suite(24, spread="log_flops", **kw)]
+    assert len({c.name for c in even}) == 24 and sum(c.split == "test" for c in even) == 6
+    g_even, g_uni = gflops(even), gflops(student_suite(24, **kw))
+    assert g_even.max() <= 4.0
+    # the same budget, but far more of the suite in the smaller half of the log range
+    lo, hi = np.log10(g_even.min()), np.log10(g_even.max())
+    mid = 10 ** ((lo + hi) / 2)
+    assert (g_even < mid).sum() >= 8 and (g_even < mid).sum() > (g_uni < mid).sum()
+    with pytest.raises(CalibrationError, match="student spread 'wide'.*valid choices"):
+        student_suite(4, spread="wide")

@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated sources of students, drawn in turn: search-space names (their feasible "
                         "pools) or 'broad' (BERT/MobileBERT shapes incl. LayerNorm, GELU, no bottleneck); "
                         "default: mobilebert,broad,small")
+    p.add_argument("--student-spread", default="log_flops", choices=("uniform", "log_flops"),
+                   help="how students spread over size: as drawn (most near the GFLOP limit) or evenly over log "
+                        "FLOPs, which also covers the small, fast students a search picks (default log_flops)")
     p.add_argument("--max-student-gflops", type=float, default=None,
                    help="largest forward pass of a measured student, GFLOP (default: 12 on cpu, where that takes "
                         "~0.1 s; 200 on gpu/tpu, so that BERT-base and -large at 128 tokens are inside the fitted "
@@ -218,7 +221,8 @@ def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = Non
     sources = [x.strip() for x in args.student_sources.split(",") if x.strip()]
     gflops = getattr(args, "max_student_gflops", None) or MAX_STUDENT_GFLOPS[args.device]
     students = (student_suite(n_students, seed=args.seed, test_fraction=args.test_fraction, sources=sources,
-                              max_gflops=gflops) if n_students else [])
+                              max_gflops=gflops, spread=getattr(args, "student_spread", "uniform"))
+                if n_students else [])
     rng = np.random.default_rng(args.seed)
     base_kinds = ("peak", "stream", "vector_peak")
     rest = [c for c in cases if c.kind not in base_kinds] + students

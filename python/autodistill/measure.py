@@ -827,6 +827,8 @@ def sample_student(rng: np.random.Generator) -> StudentArch:
         normalization_type=str(rng.choice(["no_norm", "layer_norm"])), hidden_act=str(rng.choice(["relu", "gelu"])))
 
 
+#: How `student_suite` spreads its students: as drawn, or evenly over log FLOPs.
+SPREADS = ("uniform", "log_flops")
 #: Name of the built-in broad sampler (`sample_student`) among `student_suite`'s sources.
 BROAD = "broad"
 
@@ -844,7 +846,7 @@ def _space_sampler(name: str, seed: int) -> Callable[[np.random.Generator], Stud
 
 def student_suite(n: int, seed: int = 0, *, test_fraction: float = 0.4, batches: Sequence[int] = (1, 2, 4, 8),
                   seqs: Sequence[int] = (16, 32, 64, 128), max_gflops: float = 12.0,
-                  sources: Sequence[str] = (BROAD,)) -> list[Case]:
+                  sources: Sequence[str] = (BROAD,), spread: str = "uniform") -> list[Case]:
     """``n`` whole students at random batch sizes and sequence lengths, split train/test by a seeded draw.
 
     Students come in turn from each of ``sources``: a search-space name (see
@@ -853,7 +855,30 @@ def student_suite(n: int, seed: int = 0, *, test_fraction: float = 0.4, batches:
     no-bottleneck students). Students whose forward pass exceeds ``max_gflops``
     (matmul FLOPs) are redrawn, which keeps one inference on one CPU core
     under about a tenth of a second.
+
+    ``spread="log_flops"`` draws a pool 20 times larger the same way and keeps
+    the ``n`` students nearest to ``n`` points evenly spaced in log FLOPs over
+    the pool's range. Uniform draws put most students near the budget (deep,
+    wide ones at long sequences), while a search's fastest students, the ones
+    its confirmation measures, sit one to three decades lower.
     """
+    if spread not in SPREADS:
+        raise CalibrationError(choices_message("student spread", spread, SPREADS))
+    if spread == "log_flops" and n > 0:
+        pool = student_suite(20 * n, seed, test_fraction=test_fraction, batches=batches, seqs=seqs,
+                             max_gflops=max_gflops, sources=sources)
+        lg = np.log10([max(c.arch().flops_per_token(c.seq) * c.batch * c.seq, 1.0) for c in pool])
+        rng = np.random.default_rng(seed + 7919)
+        free = np.ones(len(pool), bool)
+        chosen = []
+        for t in rng.permutation(np.linspace(lg.min(), lg.max(), n)):
+            i = int(np.argmin(np.where(free, np.abs(lg - t), np.inf)))
+            free[i] = False
+            chosen.append(pool[i])
+        chosen.sort(key=lambda c: c.name)
+        n_test = int(round(test_fraction * n))
+        test_idx = set(rng.permutation(n)[:n_test].tolist())
+        return [dataclasses.replace(c, split="test" if i in test_idx else "train") for i, c in enumerate(chosen)]
     if n < 0:
         raise CalibrationError(f"number of students must be >= 0, got {n}")
     if not 0.0 < test_fraction < 1.0:
