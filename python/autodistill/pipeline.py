@@ -595,13 +595,7 @@ def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
                   tolerance=cfg.get("confirm", "tolerance", 0.10), cores=cfg.get("confirm", "cores", 1),
                   passes=cfg.get("confirm", "passes", 2), measurements=rows, anchors=cfg.get("confirm", "anchors", 6),
                   drift=drift)
-    out = {"device": rep.device, "profile": rep.profile, "batch": batch, "seq": seq, "tolerance": rep.tolerance,
-           "summary": rep.summary(), "note": rep.note,
-           "drift": rep.drift.to_dict() if rep.drift is not None else None,
-           "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
-                         "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
-                         "recal_latency_s": c.recal_latency_s, "drift_latency_s": c.drift_latency_s}
-                        for c in rep.students]}
+    out = rep.to_dict(batch, seq)
     if rep.recalibrated is not None:
         p = save_profile(rep.recalibrated, ctx.run_dir / "profiles" / f"{rep.recalibrated.name}.toml")
         out["recalibrated_profile"] = str(p)

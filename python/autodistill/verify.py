@@ -120,6 +120,16 @@ class ConfirmationReport:
     note: str = ""  # why a recalibration was rejected, if it was
     drift: DriftCheck | None = None  # None when the profile has no measurement table beside it
 
+    def to_dict(self, batch: int, seq: int) -> dict[str, Any]:
+        """The JSON layout of a run's ``confirm.json`` and of ``autodistill verify --out`` (one shape)."""
+        return {"device": self.device, "profile": self.profile, "batch": int(batch), "seq": int(seq),
+                "tolerance": self.tolerance, "summary": self.summary(), "note": self.note,
+                "drift": self.drift.to_dict() if self.drift is not None else None,
+                "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
+                              "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
+                              "recal_latency_s": c.recal_latency_s, "drift_latency_s": c.drift_latency_s}
+                             for c in self.students]}
+
     @property
     def max_abs_error(self) -> float:
         return max((abs(c.final_error) for c in self.students), default=0.0)

@@ -112,15 +112,6 @@ def _reused(path: str, profile_name: str) -> dict[tuple[int, int], dict[str, Any
     return out
 
 
-def shape_result(rep: Any, batch: int, seq: int, dtype: str) -> dict[str, Any]:
-    """One confirmation as JSON (the layout of a run's confirm.json, plus the dtype)."""
-    return {"device": rep.device, "profile": rep.profile, "dtype": dtype, "batch": batch, "seq": seq,
-            "tolerance": rep.tolerance, "summary": rep.summary(), "note": rep.note,
-            "drift": rep.drift.to_dict() if rep.drift is not None else None,
-            "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
-                          "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
-                          "recal_latency_s": c.recal_latency_s, "drift_latency_s": c.drift_latency_s}
-                         for c in rep.students]}
 
 
 def format_shape(res: dict[str, Any]) -> str:
@@ -189,7 +180,7 @@ def _verify(args: argparse.Namespace) -> int:
         rep = confirm(students, profile, batch=b, seq=s, device=args.device, tolerance=args.tolerance,
                       budget_s=args.budget_s, cores=args.cores, passes=args.passes, measurements=rows,
                       anchors=0 if rows is not None and drift is None else args.anchors, drift=drift)
-        res = shape_result(rep, b, s, result["dtype"])
+        res = {**rep.to_dict(b, s), "dtype": result["dtype"]}
         result["shapes"].append(res)
         print(format_shape(res))
         if args.out:  # after every shape: an interrupted verify keeps what it measured
