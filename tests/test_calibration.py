@@ -382,3 +382,18 @@ def test_cli_fits_the_fastest_call_on_accelerators(base, tmp_path, capsys) -> No
     rep = json.loads(capsys.readouterr().out)
     assert rep["fit"]["time_col"] == "min_s"
     assert "# Fitted times: min_s (fastest call per case)." in out.read_text().splitlines()
+
+
+def test_accelerator_students_reach_bert_large_sizes() -> None:
+    from autodistill.measure import student_suite
+
+    def gflops(device):
+        batches, seqs = calibration_cli.STUDENT_SHAPES[device]
+        s = student_suite(64, seed=0, sources=["mobilebert", "broad", "small"], spread="log_flops",
+                          max_gflops=calibration_cli.MAX_STUDENT_GFLOPS[device], batches=batches, seqs=seqs)
+        return np.array([c.arch().flops_per_token(c.seq) * c.batch * c.seq / 1e9 for c in s])
+
+    cpu, gpu = gflops("cpu"), gflops("gpu")
+    assert cpu.max() <= 12.0 and gpu.max() <= 200.0
+    assert (gpu > 20).sum() >= 5 > (cpu > 20).sum()  # BERT-base at 128 tokens is 22 GFLOP
+    assert (gpu < 0.1).sum() >= 10  # and the small students stay

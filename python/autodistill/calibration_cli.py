@@ -33,6 +33,12 @@ DEVICES = ("cpu", "gpu", "tpu")
 #: Default largest student forward pass (GFLOP) by device: the accelerators run BERT-large at 128 tokens
 #: (78 GFLOP) in about 2 ms, and a fit on small students alone over-estimated it by 63% on an H200.
 MAX_STUDENT_GFLOPS = {"cpu": 12.0, "gpu": 200.0, "tpu": 200.0}
+#: Batch sizes and sequence lengths students are timed at, by device: on accelerators larger ones, so
+#: that the students reach the GFLOP limit (spread evenly over log FLOPs: about 15 students per decade
+#: from 0.01 to 100 GFLOP, where the CPU's shapes stop near 10).
+STUDENT_SHAPES = {"cpu": ((1, 2, 4, 8), (16, 32, 64, 128)),
+                  "gpu": ((1, 2, 4, 8, 16, 32), (32, 64, 128, 256)),
+                  "tpu": ((1, 2, 4, 8, 16, 32), (32, 64, 128, 256))}
 #: While measuring, the table so far is saved beside the profile at most this often (seconds).
 CHECKPOINT_EVERY_S = 15.0
 TIME_COLUMNS = {"wall": "median_s", "corrected": "corrected_median_s", "min": "min_s"}
@@ -220,8 +226,10 @@ def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = Non
     cases = micro_suite(args.suite, seed=args.seed, platform=args.device)
     sources = [x.strip() for x in args.student_sources.split(",") if x.strip()]
     gflops = getattr(args, "max_student_gflops", None) or MAX_STUDENT_GFLOPS[args.device]
+    batches, seqs = STUDENT_SHAPES[args.device]
     students = (student_suite(n_students, seed=args.seed, test_fraction=args.test_fraction, sources=sources,
-                              max_gflops=gflops, spread=getattr(args, "student_spread", "uniform"))
+                              max_gflops=gflops, spread=getattr(args, "student_spread", "uniform"),
+                              batches=batches, seqs=seqs)
                 if n_students else [])
     rng = np.random.default_rng(args.seed)
     base_kinds = ("peak", "stream", "vector_peak")
