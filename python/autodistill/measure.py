@@ -65,7 +65,7 @@ CASE_KINDS = ("peak", "stream", "vector_peak", "matmul", "dense", "attention", "
 ACCELERATOR_WARMUP_S = 0.1
 #: Per-case time `autodistill calibrate` fits and `autodistill verify` compares, by platform: on a CPU the
 #: median of per-call min(wall, process CPU time) (see `Timing`); on an accelerator the fastest call, since
-#: host dispatch jitter only ever adds time (on an H200, repeated cases' medians varied 17%, their minima 6%).
+#: host dispatch jitter only ever adds time (on an H200, repeated cases' medians varied 21%, their minima 8.8%).
 TIME_COLUMN = {"cpu": "corrected_median_s", "gpu": "min_s", "tpu": "min_s"}
 #: Kinds used to fit the per-op-class terms (the first three measure base rates instead).
 FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "chain", "layer", "student")
