@@ -397,6 +397,11 @@ def _params(row: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(p) if isinstance(p, str) else dict(p)
 
 
+def _check_dtype(base: HardwareProfile, dtype: str) -> None:
+    if dtype not in base.peak_flops_per_s:
+        raise CalibrationError(f"dtype {dtype!r} has no peak in profile {base.name!r}; valid: {', '.join(base.dtypes)}")
+
+
 def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str | None = None,  # noqa: F821
                           description: str | None = None,
                           time_col: str = "min_s", dtype: str | None = None) -> tuple[HardwareProfile, dict[str, float]]:
@@ -437,8 +442,7 @@ def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str |
                     got["onchip_bytes_per_s"] = max(vals[0][1], got["hbm_bytes_per_s"])
     kw: dict[str, Any] = {}
     dt = dtype or base.default_dtype
-    if dt not in base.peak_flops_per_s:
-        raise CalibrationError(f"dtype {dt!r} has no peak in profile {base.name!r}; valid: {', '.join(base.dtypes)}")
+    _check_dtype(base, dt)
     peak = got.get("peak_flops_per_s", base.peak_flops_per_s[dt])
     kw["peak_flops_per_s"] = {dt: float(f"{peak:.4g}")}
     for k in ("vector_flops_per_s", "hbm_bytes_per_s", "onchip_bytes_per_s"):
@@ -590,8 +594,7 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     from autodistill.costmodel import CostModel
 
     _check_roofline(roofline, ROOFLINE_CHOICES)
-    if dtype not in base.peak_flops_per_s:
-        raise CalibrationError(f"dtype {dtype!r} has no peak in profile {base.name!r}; valid: {', '.join(base.dtypes)}")
+    _check_dtype(base, dtype)
     if df.empty:
         raise CalibrationError("no measurements to calibrate from")
     if time_col not in df.columns:

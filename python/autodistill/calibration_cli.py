@@ -42,8 +42,6 @@ STUDENT_SHAPES = {"cpu": ((1, 2, 4, 8), (16, 32, 64, 128)),
 #: While measuring, the table so far is saved beside the profile at most this often (seconds).
 CHECKPOINT_EVERY_S = 15.0
 TIME_COLUMNS = {"wall": "median_s", "corrected": "corrected_median_s", "min": "min_s"}
-#: --time's default by device (`autodistill.measure.TIME_COLUMN`, kept import-free here).
-DEFAULT_TIME = {"cpu": "corrected", "gpu": "min", "tpu": "min"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +169,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         save_measurements(df, path)
         print(f"wrote {len(df)} measurements to {path}", file=sys.stderr)
     name = Path(args.out).stem
-    time_col = TIME_COLUMNS[args.time or DEFAULT_TIME[args.device]]
+    from autodistill.measure import TIME_COLUMN
+
+    time_col = TIME_COLUMNS[args.time] if args.time else TIME_COLUMN[args.device]
     if time_col not in df.columns:
         raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
     rep = calibrate(df, base, name=name, dtype=args.dtype, seed=args.seed, test_fraction=args.test_fraction,
@@ -211,7 +211,7 @@ def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = Non
 
     import numpy as np
 
-    from autodistill.measure import (ACCELERATOR_WARMUP_S, RunOptions, get_device, jax_dtype, measurement_table, micro_suite,
+    from autodistill.measure import (RunOptions, get_device, jax_dtype, measurement_table, micro_suite,
                                      models_available, pin_cores, run_cases, save_measurements, student_suite)
 
     if args.device == "cpu" and args.cores > 0:
@@ -262,10 +262,9 @@ def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = Non
     quiet = args.quiet_threshold
     if quiet is None:
         quiet = -1.0 if (args.device == "cpu" and args.cores == 1) else 0.5
-    opts = RunOptions(budget_s=args.budget_s, quiet_threshold=None if quiet < 0 else quiet,
-                      max_wait_s=args.max_wait_s, retries=max(0, args.retries),
-                      warmup_s=0.0 if args.device == "cpu" else ACCELERATOR_WARMUP_S,
-                      spread_on="corrected" if args.device == "cpu" else "wall")
+    opts = RunOptions.for_device(args.device, budget_s=args.budget_s,
+                                 quiet_threshold=None if quiet < 0 else quiet, max_wait_s=args.max_wait_s,
+                                 retries=max(0, args.retries))
     return run_cases(order, device=device, opts=opts, dtype=dtype, progress=progress,
                      max_time_s=getattr(args, "max_measure_s", None))
 

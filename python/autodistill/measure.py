@@ -876,9 +876,7 @@ def student_suite(n: int, seed: int = 0, *, test_fraction: float = 0.4, batches:
             free[i] = False
             chosen.append(pool[i])
         chosen.sort(key=lambda c: c.name)
-        n_test = int(round(test_fraction * n))
-        test_idx = set(rng.permutation(n)[:n_test].tolist())
-        return [dataclasses.replace(c, split="test" if i in test_idx else "train") for i, c in enumerate(chosen)]
+        return _split(chosen, test_fraction, rng)
     if n < 0:
         raise CalibrationError(f"number of students must be >= 0, got {n}")
     if not 0.0 < test_fraction < 1.0:
@@ -903,8 +901,13 @@ def student_suite(n: int, seed: int = 0, *, test_fraction: float = 0.4, batches:
             continue
         seen.add(c.name)
         cases.append(c)
-    n_test = int(round(test_fraction * n))
-    test_idx = set(rng.permutation(n)[:n_test].tolist())
+    return _split(cases, test_fraction, rng)
+
+
+def _split(cases: list[Case], test_fraction: float, rng: np.random.Generator) -> list[Case]:
+    """``cases`` with a seeded train/test split: ``round(test_fraction * n)`` of them held out."""
+    n = len(cases)
+    test_idx = set(rng.permutation(n)[:int(round(test_fraction * n))].tolist())
     return [dataclasses.replace(c, split="test" if i in test_idx else "train") for i, c in enumerate(cases)]
 
 
@@ -928,6 +931,14 @@ class RunOptions:
     retries: int = 0
     #: Series the stopping rule watches: "wall", or "corrected" (CPU devices; see `Timing`).
     spread_on: str = "wall"
+
+    @classmethod
+    def for_device(cls, device: str, **kw: Any) -> "RunOptions":
+        """Options for timing on platform ``device`` as `autodistill calibrate` does: on a CPU the
+        stopping rule watches the load-corrected series; an accelerator is warmed up for
+        `ACCELERATOR_WARMUP_S` first and its wall-clock series watched."""
+        cpu = device == "cpu"
+        return cls(spread_on="corrected" if cpu else "wall", warmup_s=0.0 if cpu else ACCELERATOR_WARMUP_S, **kw)
 
 
 def measure_case(case: Case, device: Any = None, opts: RunOptions | None = None, dtype: Any = None,

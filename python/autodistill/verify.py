@@ -161,9 +161,7 @@ def measure_student(arch: StudentArch, batch: int, seq: int, *, device: str = "c
     jdt = measure.jax_dtype(dtype, device)
     case = measure.Case(kind="student", name=f"confirm/{arch.short_name()}/b{batch}s{seq}",
                         params={"arch": arch.to_dict(), "b": int(batch), "s": int(seq)})
-    # the stopping rule watches the series `autodistill calibrate` fits on this device kind
-    opts = measure.RunOptions(budget_s=budget_s, xla_cost=False, spread_on="corrected" if device == "cpu" else "wall",
-                              warmup_s=0.0 if device == "cpu" else measure.ACCELERATOR_WARMUP_S)
+    opts = measure.RunOptions.for_device(device, budget_s=budget_s, xla_cost=False)  # as `autodistill calibrate`
     return measure.measure_case(case, device=dev, opts=opts, dtype=jdt)
 
 
@@ -191,9 +189,11 @@ def item_time_column(device: str, cores: int = 1) -> str:
     """The measurement column a confirmation compares, as `autodistill calibrate` fits it on ``device``:
     the load-corrected median on a pinned CPU, the wall median on an unpinned one, the fastest call on
     an accelerator (`autodistill.measure.TIME_COLUMN`)."""
-    if device == "cpu":
-        return "corrected_median_s" if cores > 0 else "median_s"
-    return {"gpu": "min_s", "tpu": "min_s"}.get(device, "median_s")
+    from autodistill.measure import TIME_COLUMN
+
+    if device == "cpu" and cores <= 0:
+        return "median_s"
+    return TIME_COLUMN.get(device, "median_s")
 
 
 def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str = "cpu", budget_s: float = 1.0,

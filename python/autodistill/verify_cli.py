@@ -22,11 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from autodistill.calibration_cli import DEVICES
 from autodistill.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-DEVICES = ("cpu", "gpu", "tpu")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
