@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=0.5)
     ap.add_argument("--cores", type=int, default=1, help="cores to pin to while measuring (0: all)")
     ap.add_argument("--passes", type=int, default=2, help="passes over the suite; the fit takes each case's fastest")
-    ap.add_argument("--time", default="corrected", choices=("wall", "corrected"),
-                    help="fit wall-clock medians or contention-corrected ones (see `autodistill calibrate --help`)")
+    ap.add_argument("--time", default="min", choices=("wall", "corrected", "min"),
+                    help="fit wall-clock medians, contention-corrected ones or the fastest call (the default, as "
+                         "`autodistill calibrate`; see its --help)")
     ap.add_argument("--roofline", default="auto", choices=("max", "sum", "auto"),
                     help="roofline combine mode to fit; auto keeps the one with the lower training error")
     ap.add_argument("--json", default=None, help="also write the report as JSON here")

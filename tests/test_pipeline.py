@@ -104,6 +104,15 @@ def test_whole_job_runs_and_resumes_without_redoing_work(tiny_setup) -> None:
     assert json.loads((out / "confirm.json").read_text())["students"] == conf["students"]
     assert res2.stages_run[-1] == "report"
     assert time.perf_counter() - t0 < res.wall_time_s
+    # Measurements timed with another statistic (a confirm.json from before the fastest call was compared)
+    # are not reused: the confirmation times the students again.
+    assert conf["time_column"] == "min_s"
+    old = dict(conf, time_column="corrected_median_s",
+               students=[dict(c, measured_latency_s=123.0) for c in conf["students"]])
+    (out / "confirm.json").write_text(json.dumps(old))
+    run(cfg, out, progress=False)
+    again = json.loads((out / "confirm.json").read_text())
+    assert again["time_column"] == "min_s" and all(c["measured_latency_s"] < 1.0 for c in again["students"])
 
 
 @pytest.mark.slow

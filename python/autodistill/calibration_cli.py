@@ -94,8 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "More cores need a quiet machine (see --quiet-threshold)")
     p.add_argument("--time", default=None, choices=tuple(TIME_COLUMNS),
                    help="which time to fit: wall-clock medians, the median of per call min(wall, process CPU "
-                        "time), which drops waits for a core another process held, or the fastest call (host "
-                        "dispatch jitter only adds time); default: corrected on cpu, min on gpu/tpu")
+                        "time), which drops waits for a core another process held, or the fastest call "
+                        "(interference only ever adds time, so it is the statistic that repeats); default: min "
+                        "on every device, as `autodistill verify` compares")
     p.add_argument("--seed", type=int, default=0, help="seed of the suite, the split and the fit starts")
     p.add_argument("--dtype", default="fp32",
                    help="profile dtype measured and fitted: fp32 (float32, full-precision matmuls), tf32 (float32 "

@@ -570,7 +570,7 @@ def _confirm_profile(name: str):
 
 def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
     from autodistill.hardware import save_profile
-    from autodistill.verify import DriftCheck, confirm
+    from autodistill.verify import DriftCheck, confirm, item_time_column
 
     cfg = ctx.cfg
     if not cfg.get("confirm", "enabled", True):
@@ -586,12 +586,16 @@ def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
     path = ctx.run_dir / "confirm.json"
     prev = _read_json(path)
     batch, seq = cfg.get("confirm", "batch", 1), cfg.get("confirm", "seq", 64)
+    device = cfg.get("confirm", "device", "cpu")
     rows, drift = None, None
+    # Reuse finished measurements only of the same students and shape, timed with the statistic compared now
+    # (files written before confirm.json recorded it hold load-corrected medians).
     if prev is not None and [p["name"] for p in prev["students"]] == [n for n, _ in students] \
-            and prev["batch"] == batch and prev["seq"] == seq:
+            and prev["batch"] == batch and prev["seq"] == seq \
+            and prev.get("time_column", "corrected_median_s") == item_time_column(device):
         rows = [{"latency_s": p["measured_latency_s"], "rel_spread": p["measured_spread"]} for p in prev["students"]]
         drift = DriftCheck.from_dict(prev["drift"]) if prev.get("drift") else None
-    rep = confirm(students, prof, batch=batch, seq=seq, device=cfg.get("confirm", "device", "cpu"),
+    rep = confirm(students, prof, batch=batch, seq=seq, device=device,
                   tolerance=cfg.get("confirm", "tolerance", 0.10), cores=cfg.get("confirm", "cores", 1),
                   passes=cfg.get("confirm", "passes", 2), measurements=rows, anchors=cfg.get("confirm", "anchors", 6),
                   drift=drift)
@@ -665,6 +669,9 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
              f"trials; latency objective: {stat} over {len(mix.shapes)} request shape(s) on {prof.name}"]
     if conf.get("note"):
         notes.append(conf["note"])
+    if conf.get("time_column") == "min_s":
+        notes.append("measured latency: the fastest call of each student's timing loop (fastest of the passes), "
+                     "the statistic the profile was fitted to")
     drift = conf.get("drift") or {}
     if drift.get("n"):
         notes.append(f"drift check: {int(drift['n'])} students of the {conf.get('profile')} calibration table, "

@@ -123,7 +123,7 @@ class ConfirmationReport:
     def to_dict(self, batch: int, seq: int) -> dict[str, Any]:
         """The JSON layout of a run's ``confirm.json`` and of ``autodistill verify --out`` (one shape)."""
         return {"device": self.device, "profile": self.profile, "batch": int(batch), "seq": int(seq),
-                "tolerance": self.tolerance, "summary": self.summary(), "note": self.note,
+                "time_column": item_time_column(self.device), "tolerance": self.tolerance, "summary": self.summary(), "note": self.note,
                 "drift": self.drift.to_dict() if self.drift is not None else None,
                 "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
                               "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
@@ -174,7 +174,7 @@ if req["device"] == "cpu" and req["cores"] > 0:
 from autodistill.arch import StudentArch
 from autodistill.verify import item_time_column, measure_student
 best = [None] * len(req["items"])
-key = item_time_column(req["device"], req["cores"])
+key = item_time_column(req["device"])
 for _ in range(req["passes"]):  # like calibrate: every pass over all items, the fastest pass per item kept
     for i, it in enumerate(req["items"]):
         r = measure_student(StudentArch.from_dict(it["arch"]), it["batch"], it["seq"], device=req["device"],
@@ -185,15 +185,12 @@ print("@@ROWS@@" + json.dumps(best, default=str))
 """
 
 
-def item_time_column(device: str, cores: int = 1) -> str:
-    """The measurement column a confirmation compares, as `autodistill calibrate` fits it on ``device``:
-    the load-corrected median on a pinned CPU, the wall median on an unpinned one, the fastest call on
-    an accelerator (`autodistill.measure.TIME_COLUMN`)."""
+def item_time_column(device: str) -> str:
+    """The measurement column a confirmation compares, as `autodistill calibrate` fits it on ``device``
+    (`autodistill.measure.TIME_COLUMN`: the fastest call)."""
     from autodistill.measure import TIME_COLUMN
 
-    if device == "cpu" and cores <= 0:
-        return "median_s"
-    return TIME_COLUMN.get(device, "median_s")
+    return TIME_COLUMN.get(device, "min_s")
 
 
 def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str = "cpu", budget_s: float = 1.0,
@@ -223,7 +220,7 @@ def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str 
     if proc.returncode != 0 or "@@ROWS@@" not in proc.stdout:
         raise ConfigError(f"measuring on device {device!r} failed: {proc.stderr.strip()[-2000:]}")
     rows = json.loads(proc.stdout.rsplit("@@ROWS@@", 1)[1])
-    key = item_time_column(device, cores)
+    key = item_time_column(device)
     for r in rows:
         v = r.get(key)
         r["latency_s"] = float(v) if v not in (None, "nan") and math.isfinite(float(v)) else float(r["median_s"])
@@ -255,7 +252,7 @@ def measurement_table_of(profile: HardwareProfile) -> Path | None:
     return next((c for c in (csv, csv.with_suffix(".parquet")) if c.is_file()), None)
 
 
-def anchor_students(profile: HardwareProfile, n: int = 6, *, time_col: str = "corrected_median_s",
+def anchor_students(profile: HardwareProfile, n: int = 6, *, time_col: str = "min_s",
                     max_s: float = 0.05) -> list[Anchor]:
     """``n`` whole students of ``profile``'s calibration table, spread evenly over its latencies.
 
@@ -312,7 +309,7 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
     if anchors < 0:
         raise ConfigError(f"anchors={anchors} must be >= 0")
     dtype = profile_dtype(profile)
-    todo_anchors = anchor_students(profile, anchors, time_col=item_time_column(device, cores)) if drift is None else []
+    todo_anchors = anchor_students(profile, anchors, time_col=item_time_column(device)) if drift is None else []
     if measurements is None or todo_anchors:
         items = [(a, batch, seq) for _, a in students] if measurements is None else []
         items += [(x.arch, x.batch, x.seq) for x in todo_anchors]
