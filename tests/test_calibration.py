@@ -397,3 +397,58 @@ def test_accelerator_students_reach_bert_large_sizes() -> None:
     assert cpu.max() <= 12.0 and gpu.max() <= 200.0
     assert (gpu > 20).sum() >= 5 > (cpu > 20).sum()  # BERT-base at 128 tokens is 22 GFLOP
     assert (gpu < 0.1).sum() >= 10  # and the small students stay
+
+
+def test_merge_measurements_keeps_earlier_rows_and_splits(base) -> None:
+    from autodistill.calibration import merge_measurements
+
+    old = _synthetic_table(base, n_students=10, noise=0.01, seed=3)
+    new = _synthetic_table(base, n_students=10, noise=0.01, seed=4)
+    stud_old = old[old["kind"] == "student"]
+    # a student measured again, drawn into the other split this time, plus a new student
+    again = stud_old.iloc[[0]].assign(split="train" if stud_old["split"].iloc[0] == "test" else "test")
+    merged = merge_measurements(old, pd.concat([new, again], ignore_index=True))
+    assert len(merged) == len(old) + len(new) + 1
+    rows = merged[merged["name"] == stud_old["name"].iloc[0]]
+    assert len(rows) == 2 and set(rows["split"]) == {stud_old["split"].iloc[0]}
+    pd.testing.assert_frame_equal(merged.iloc[:len(old)], old)  # earlier rows untouched, first
+
+
+def test_cli_add_to_fits_both_tables(base, tmp_path, capsys) -> None:
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    _synthetic_table(base, n_students=20, noise=0.01, seed=2).to_csv(old, index=False)
+    _synthetic_table(base, n_students=10, noise=0.01, seed=5).to_csv(new, index=False)
+    out = tmp_path / "both.toml"
+    with pytest.raises(CalibrationError, match="--add-to file 'nope.csv' does not exist"):
+        _run(["calibrate", "--device", "cpu", "--out", str(out), "--from-measurements", str(new),
+              "--add-to", "nope.csv"])
+    assert _run(["calibrate", "--device", "cpu", "--out", str(out), "--from-measurements", str(new),
+                 "--add-to", str(old), "--time", "wall", "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)["fit"]
+    assert fit["n_train_students"] + fit["n_test_students"] == 30
+
+
+def test_an_interrupted_extension_keeps_the_earlier_table(tmp_path, monkeypatch) -> None:
+    from autodistill import measure
+    from autodistill.measure import load_measurements
+
+    args = ["calibrate", "--device", "cpu", "--out", str(tmp_path / "x.toml"), "--suite", "tiny", "--students",
+            "0", "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"]
+    assert _run(args) == 0
+    table = tmp_path / "x_measurements.csv"
+    first = load_measurements(table)
+    real, calls = measure.measure_case, []
+
+    def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(measure, "measure_case", flaky)
+    monkeypatch.setattr(calibration_cli, "CHECKPOINT_EVERY_S", 0.0)
+    with pytest.raises(KeyboardInterrupt):  # the checkpoint overwrites the table it extends
+        _run(args + ["--add-to", str(table), "--seed", "1"])
+    saved = load_measurements(table)
+    assert len(saved) == len(first) + 2
+    pd.testing.assert_series_equal(saved["median_s"].iloc[:len(first)], first["median_s"])

@@ -748,6 +748,23 @@ def _flops_check(stud: "pd.DataFrame", profile: HardwareProfile, dtype: str) -> 
 
 
 # ============================================================================================ recalibration
+def merge_measurements(old: "pd.DataFrame", new: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+    """One table of ``old`` and ``new`` rows, for fitting both (an existing calibration extended by new cases).
+
+    A case measured in both counts as more passes of one case (the fit keeps its fastest). A student
+    already in ``old`` keeps ``old``'s train/test split, so the held-out set stays held out.
+    """
+    import pandas as pd
+
+    new = new.copy()
+    if "split" in old.columns and "split" in new.columns and "name" in old.columns:
+        stud = old[old["kind"] == "student"]
+        known = dict(zip(stud["name"], stud["split"].fillna("").astype(str)))
+        hit = (new["kind"] == "student") & new["name"].isin(list(known))
+        new.loc[hit, "split"] = new.loc[hit, "name"].map(known)
+    return pd.concat([old, new], ignore_index=True)
+
+
 def measurements_path(profile_path: str | os.PathLike[str]) -> Path:
     """Where `autodistill calibrate` writes a profile's measurement table: ``<stem>_measurements.csv`` beside it."""
     p = Path(profile_path)
@@ -811,4 +828,4 @@ __all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES",
            "assign_splits",
            "collapse_passes",
            "base_rates", "calibrate", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
-           "measurements_path", "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]
+           "measurements_path", "merge_measurements", "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]

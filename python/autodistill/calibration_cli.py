@@ -109,6 +109,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where to write the measurement table (default: <out stem>_measurements.csv)")
     p.add_argument("--from-measurements", default=None, metavar="CSV",
                    help="refit from a saved measurement table instead of measuring")
+    p.add_argument("--add-to", default=None, metavar="CSV",
+                   help="fit this earlier measurement table too (for instance the profile's own), so that new "
+                        "cases extend a calibration: e.g. `--suite tiny --student-sources small` adds students of "
+                        "the search's space. Students already in it keep its train/test split. When measuring, "
+                        "the table written (and saved while measuring) holds both")
     p.add_argument("--roofline", default="auto", choices=("max", "sum", "auto"),
                    help="how an op's compute, vector and memory times combine: max (they overlap), sum (they do "
                         "not), or auto: fit both, keep the one with the lower MAPE on the training students "
@@ -139,6 +144,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CalibrationError(f"--budget-s {args.budget_s} must be > 0")
     if args.from_measurements is not None and not Path(args.from_measurements).is_file():
         raise CalibrationError(f"--from-measurements file {args.from_measurements!r} does not exist")
+    if args.add_to is not None and not Path(args.add_to).is_file():
+        raise CalibrationError(f"--add-to file {args.add_to!r} does not exist")
     if args.max_student_gflops is not None and not args.max_student_gflops > 0:
         raise CalibrationError(f"--max-student-gflops {args.max_student_gflops} must be > 0")
     if args.max_measure_s is not None and not args.max_measure_s > 0:
@@ -148,7 +155,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from autodistill.calibration import calibrate, measurements_path
+    from autodistill.calibration import calibrate, measurements_path, merge_measurements
     from autodistill.hardware import load_profile
 
     _check_args(args)
@@ -156,19 +163,23 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.dtype not in base.peak_flops_per_s:
         raise CalibrationError(f"--dtype {args.dtype!r} has no peak in profile {base.name!r}; "
                                f"valid: {', '.join(base.dtypes)}")
-    if args.from_measurements is not None:
-        from autodistill.measure import load_measurements
+    from autodistill.measure import load_measurements
 
+    earlier = load_measurements(args.add_to) if args.add_to is not None else None
+    if args.from_measurements is not None:
         df = load_measurements(args.from_measurements)
+        if earlier is not None:
+            df = merge_measurements(earlier, df)
     else:
         from autodistill.measure import JAX_DTYPES, save_measurements
 
         if args.dtype not in JAX_DTYPES:
             raise CalibrationError(f"--dtype {args.dtype!r} cannot be measured; valid: {', '.join(JAX_DTYPES)}")
         path = Path(args.measurements) if args.measurements else measurements_path(args.out)
-        df = measure_device(args, checkpoint=path)
+        df = measure_device(args, checkpoint=path, earlier=earlier)
         save_measurements(df, path)
-        print(f"wrote {len(df)} measurements to {path}", file=sys.stderr)
+        print(f"wrote {len(df)} measurements to {path}"
+              + (f" ({len(earlier)} of them from {args.add_to})" if earlier is not None else ""), file=sys.stderr)
     name = Path(args.out).stem
     from autodistill.measure import TIME_COLUMN
 
@@ -202,12 +213,17 @@ def describe_measurements(df, device: str) -> str:
             + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "") + "; calibrated by `autodistill calibrate`")
 
 
-def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = None):  # -> pd.DataFrame
+def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = None,
+                   earlier=None):  # -> pd.DataFrame
     """Run the micro suite, the students and the noise repeats on ``args.device``, in a seeded shuffled order.
 
     With ``checkpoint``, the table measured so far is saved there (atomically) at most every 15 s,
     so an interrupted calibration keeps its measurements (refit them with --from-measurements).
+    With ``earlier`` (a measurement table), the rows returned and saved follow its rows
+    (`autodistill.calibration.merge_measurements`), so a checkpoint over the earlier file loses nothing.
     """
+    from autodistill.calibration import merge_measurements
+
     import dataclasses
 
     import numpy as np
@@ -252,7 +268,8 @@ def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = Non
     def progress(i: int, n: int, row: dict) -> None:
         done.append(row)
         if checkpoint is not None and time.perf_counter() - saved[0] >= CHECKPOINT_EVERY_S:
-            save_measurements(measurement_table(done), checkpoint)
+            so_far = measurement_table(done)
+            save_measurements(so_far if earlier is None else merge_measurements(earlier, so_far), checkpoint)
             saved[0] = time.perf_counter()
         logger.info("[%d/%d %.0fs] %s %.3g ms (spread %.1f%%, n=%d, compile %.1fs)", i + 1, n,
                     time.perf_counter() - t0, row["name"], 1e3 * row["median_s"], 100 * row["rel_spread"], row["n"],
@@ -266,8 +283,9 @@ def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = Non
     opts = RunOptions.for_device(args.device, budget_s=args.budget_s,
                                  quiet_threshold=None if quiet < 0 else quiet, max_wait_s=args.max_wait_s,
                                  retries=max(0, args.retries))
-    return run_cases(order, device=device, opts=opts, dtype=dtype, progress=progress,
-                     max_time_s=getattr(args, "max_measure_s", None))
+    df = run_cases(order, device=device, opts=opts, dtype=dtype, progress=progress,
+                   max_time_s=getattr(args, "max_measure_s", None))
+    return df if earlier is None else merge_measurements(earlier, df)
 
 
 def write_profile(rep, out: str | Path) -> Path:
