@@ -348,20 +348,24 @@ def test_cli_time_limit_and_bad_values(tmp_path, monkeypatch) -> None:
     assert load_profile(tmp_path / "lim.toml").calibration.fitted
 
 
-def test_an_interrupted_calibration_keeps_its_measurements(tmp_path, monkeypatch) -> None:
+def _interrupt_at(monkeypatch, n: int) -> None:
+    """Make the ``n``-th case measured raise KeyboardInterrupt, with the table checkpointed after every case."""
     from autodistill import measure
 
-    real = measure.measure_case
-    calls = []
+    real, calls = measure.measure_case, []
 
     def flaky(*a, **kw):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == n:
             raise KeyboardInterrupt
         return real(*a, **kw)
 
     monkeypatch.setattr(measure, "measure_case", flaky)
     monkeypatch.setattr(calibration_cli, "CHECKPOINT_EVERY_S", 0.0)
+
+
+def test_an_interrupted_calibration_keeps_its_measurements(tmp_path, monkeypatch) -> None:
+    _interrupt_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         _run(["calibrate", "--device", "cpu", "--out", str(tmp_path / "x.toml"), "--suite", "tiny", "--students",
               "0", "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])
@@ -429,7 +433,6 @@ def test_cli_add_to_fits_both_tables(base, tmp_path, capsys) -> None:
 
 
 def test_an_interrupted_extension_keeps_the_earlier_table(tmp_path, monkeypatch) -> None:
-    from autodistill import measure
     from autodistill.measure import load_measurements
 
     args = ["calibrate", "--device", "cpu", "--out", str(tmp_path / "x.toml"), "--suite", "tiny", "--students",
@@ -437,16 +440,7 @@ def test_an_interrupted_extension_keeps_the_earlier_table(tmp_path, monkeypatch)
     assert _run(args) == 0
     table = tmp_path / "x_measurements.csv"
     first = load_measurements(table)
-    real, calls = measure.measure_case, []
-
-    def flaky(*a, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(measure, "measure_case", flaky)
-    monkeypatch.setattr(calibration_cli, "CHECKPOINT_EVERY_S", 0.0)
+    _interrupt_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):  # the checkpoint overwrites the table it extends
         _run(args + ["--add-to", str(table), "--seed", "1"])
     saved = load_measurements(table)
