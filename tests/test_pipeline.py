@@ -96,6 +96,7 @@ def test_whole_job_runs_and_resumes_without_redoing_work(tiny_setup) -> None:
     assert all(c["measured_latency_s"] > 0 and c["est_latency_s"] > 0 for c in conf["students"])
     md = res.report_md.read_text()
     assert "| baseline |" in md and "bert-base (ref)" in md and "## Against the baseline" in md
+    assert "measured latency: fastest call per case, fastest of the timing passes" in md
     # Resume: nothing is redone (same trials, same results, same measurements).
     before = {s: (out / "students" / s / "result.json").read_text() for s in students}
     t0 = time.perf_counter()

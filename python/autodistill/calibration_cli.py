@@ -163,7 +163,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.dtype not in base.peak_flops_per_s:
         raise CalibrationError(f"--dtype {args.dtype!r} has no peak in profile {base.name!r}; "
                                f"valid: {', '.join(base.dtypes)}")
-    from autodistill.measure import load_measurements
+    from autodistill.measure import TIME_COLUMN, load_measurements
 
     earlier = load_measurements(args.add_to) if args.add_to is not None else None
     if args.from_measurements is not None:
@@ -181,8 +181,6 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"wrote {len(df)} measurements to {path}"
               + (f" ({len(earlier)} of them from {args.add_to})" if earlier is not None else ""), file=sys.stderr)
     name = Path(args.out).stem
-    from autodistill.measure import TIME_COLUMN
-
     time_col = TIME_COLUMNS[args.time] if args.time else TIME_COLUMN[args.device]
     if time_col not in df.columns:
         raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
@@ -222,12 +220,11 @@ def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = Non
     With ``earlier`` (a measurement table), the rows returned and saved follow its rows
     (`autodistill.calibration.merge_measurements`), so a checkpoint over the earlier file loses nothing.
     """
-    from autodistill.calibration import merge_measurements
-
     import dataclasses
 
     import numpy as np
 
+    from autodistill.calibration import merge_measurements
     from autodistill.measure import (RunOptions, get_device, jax_dtype, measurement_table, micro_suite,
                                      models_available, pin_cores, run_cases, save_measurements, student_suite)
 
@@ -293,14 +290,13 @@ def write_profile(rep, out: str | Path) -> Path:
     import tomllib
 
     from autodistill.hardware import profile_from_dict, save_profile
+    from autodistill.measure import TIME_DESCRIPTIONS
 
     out = Path(out)
     save_profile(rep.profile, out)  # validates and writes atomically
     h, s = rep.heldout, rep.heldout_spec
     col = rep.fit.get("time_col", "median_s")
-    what = {"median_s": "median wall-clock time per case",
-            "corrected_median_s": "median per case of per-call min(wall, process CPU time)",
-            "min_s": "fastest call per case"}.get(col, "per case")
+    what = TIME_DESCRIPTIONS.get(col, "per case")
     lines = [f"# Calibrated: {rep.profile.calibration.source}.",
              f"# Fitted times: {col} ({what}" + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
     if rep.base_measured:

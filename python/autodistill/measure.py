@@ -70,6 +70,10 @@ ACCELERATOR_WARMUP_S = 0.1
 #: case differed by 6.5% (median of 212 cases) in their medians and by 5.4% in their minima, and four
 #: held-out students timed four times each varied up to 10.2% by corrected median and 5.0% by fastest call.
 TIME_COLUMN = {"cpu": "min_s", "gpu": "min_s", "tpu": "min_s"}
+#: What each fittable time column of the measurement table is, in words (profile headers, reports).
+TIME_DESCRIPTIONS = {"median_s": "median wall-clock time per case",
+                     "corrected_median_s": "median per case of per-call min(wall, process CPU time)",
+                     "min_s": "fastest call per case"}
 #: Kinds used to fit the per-op-class terms (the first three measure base rates instead).
 FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "chain", "layer", "student")
 #: Ops a ``chain`` case repeats: ``n`` of them back to back in one compiled call.
@@ -1054,7 +1058,7 @@ def load_measurements(path: str | os.PathLike[str]) -> "pd.DataFrame":  # noqa: 
     return df
 
 
-__all__ = ["ACCELERATOR_WARMUP_S", "CASE_KINDS", "PLATFORMS", "TIME_COLUMN", "Case", "LoadMeter", "RunOptions", "Timing", "background_load", "build_case", "compile_fn", "env_fingerprint", "get_device",
+__all__ = ["ACCELERATOR_WARMUP_S", "CASE_KINDS", "PLATFORMS", "TIME_COLUMN", "TIME_DESCRIPTIONS", "Case", "LoadMeter", "RunOptions", "Timing", "background_load", "build_case", "compile_fn", "env_fingerprint", "get_device",
            "hlo_dot_flops", "jax_dtype", "JAX_DTYPES", "load_measurements", "measure_case", "measurement_table", "micro_suite",
            "models_available", "pin_cores", "run_cases", "sample_student", "save_measurements", "student_suite", "summarize",
            "time_compiled", "time_fn", "wait_for_quiet", "xla_cost"]

@@ -610,6 +610,7 @@ def _stage_confirm(ctx: _Context) -> dict[str, Any] | None:
 def _stage_report(ctx: _Context) -> tuple[Path, Path]:
     from autodistill.costmodel import CostModel, ServingMix, mix_latency
     from autodistill.hardware import load_profile
+    from autodistill.measure import TIME_DESCRIPTIONS
     from autodistill.report import ReportData, StudentRow, TrialPoint, write_report
     from autodistill.search.pareto import hypervolume_curve, reference_point
     from autodistill.search.store import TrialStore
@@ -669,8 +670,8 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
              f"trials; latency objective: {stat} over {len(mix.shapes)} request shape(s) on {prof.name}"]
     if conf.get("note"):
         notes.append(conf["note"])
-    if conf.get("time_column") == "min_s":
-        notes.append("measured latency: the fastest call of each student's timing loop (fastest of the passes), "
+    if conf.get("time_column") in TIME_DESCRIPTIONS:
+        notes.append(f"measured latency: {TIME_DESCRIPTIONS[conf['time_column']]}, fastest of the timing passes; "
                      "the statistic the profile was fitted to")
     drift = conf.get("drift") or {}
     if drift.get("n"):

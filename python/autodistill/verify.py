@@ -123,7 +123,8 @@ class ConfirmationReport:
     def to_dict(self, batch: int, seq: int) -> dict[str, Any]:
         """The JSON layout of a run's ``confirm.json`` and of ``autodistill verify --out`` (one shape)."""
         return {"device": self.device, "profile": self.profile, "batch": int(batch), "seq": int(seq),
-                "time_column": item_time_column(self.device), "tolerance": self.tolerance, "summary": self.summary(), "note": self.note,
+                "time_column": item_time_column(self.device), "tolerance": self.tolerance,
+                "summary": self.summary(), "note": self.note,
                 "drift": self.drift.to_dict() if self.drift is not None else None,
                 "students": [{"name": c.name, "arch": c.arch.to_dict(), "measured_latency_s": c.measured_latency_s,
                               "measured_spread": c.measured_spread, "est_latency_s": c.est_latency_s,
