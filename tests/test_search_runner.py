@@ -134,12 +134,13 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_run_loses_no_completed_trial(tmp_path):
+def test_sigkill_mid_run_loses_no_completed_trial(tmp_path, private_kernel_dir):
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
     store = tmp_path / "killed"
     budget = 12
-    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    # killed mid-run, possibly while building BoTorch's kernel: in a folder of its own
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"), AUTODISTILL_TORCH_EXTENSIONS_DIR=str(private_kernel_dir))
     proc = subprocess.Popen([sys.executable, str(script), str(store), str(budget), "0.3"], env=env)
     deadline = time.monotonic() + 90
     try:

@@ -64,6 +64,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from autodistill.errors import SearchError, choices_message
 from autodistill.search.base import PoolSearcher
+from autodistill.search.kernel import ensure_fused_kernel
 from autodistill.search.pareto import objective_matrix, pareto_mask
 from autodistill.space import CandidatePool, num_parameters_batch
 
@@ -315,6 +316,7 @@ class SearchEngine(PoolSearcher):
                 floor = float(cfg.min_accuracy)
                 constraints = [lambda Z: floor - Z[..., 0]]
             if cfg.mode == "pareto":
+                ensure_fused_kernel()  # built under autodistill's own lock, never on a stale one
                 ra, rl = self._ref_point(acc, ll_obs, use_resid)
                 tm.extra["ref_point"] = (ra, rl)
                 objective = GenericMCMultiOutputObjective(
