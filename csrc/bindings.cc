@@ -50,6 +50,7 @@ Hardware hardware_from_kwargs(const py::kwargs& kw) {
     else if (key == "tile_k") hw.tile_k = v;
     else if (key == "dtype_bytes") hw.dtype_bytes = v;
     else if (key == "fixed_overhead_s") hw.fixed_overhead_s = v;
+    else if (key == "parallel_units") hw.parallel_units = v;
     else {
       bool found = false;
       for (int c = 0; c < kNumOpClasses && !found; ++c) {
@@ -57,6 +58,7 @@ Hardware hardware_from_kwargs(const py::kwargs& kw) {
         if (key == p + "_compute_efficiency") hw.terms[c].compute_efficiency = v, found = true;
         else if (key == p + "_memory_efficiency") hw.terms[c].memory_efficiency = v, found = true;
         else if (key == p + "_overhead_s") hw.terms[c].overhead_s = v, found = true;
+        else if (key == p + "_half_rate_k") hw.terms[c].half_rate_k = v, found = true;
       }
       if (!found) throw py::value_error("unknown hardware field '" + key + "'");
     }
@@ -97,6 +99,7 @@ py::dict estimate_one(const Array& row, const Hardware& hw, int64_t batch, int64
     d["act_bytes"] = op.act_bytes;
     d["weights_onchip"] = op.weights_onchip;
     d["acts_onchip"] = op.acts_onchip;
+    d["k_steps"] = op.k_steps;
     d["compute_s"] = op.compute_s;
     d["vector_s"] = op.vector_s;
     d["memory_s"] = op.memory_s;

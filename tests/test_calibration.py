@@ -35,7 +35,8 @@ from autodistill.errors import CalibrationError  # noqa: E402
 from autodistill.hardware import load_profile, save_profile  # noqa: E402
 
 #: Known terms the synthetic measurements come from (matmul, attention, vector, gather; then fixed).
-TRUE = np.array([0.55, 0.35, 4e-6, 0.25, 0.6, 6e-6, 0.3, 0.7, 3e-6, 0.8, 0.2, 5e-6, 4e-5])
+# per class (compute eff., memory eff., overhead s, half_rate_k), then the fixed overhead
+TRUE = np.array([0.55, 0.35, 4e-6, 0.0, 0.25, 0.6, 6e-6, 0.0, 0.3, 0.7, 3e-6, 0.0, 0.8, 0.2, 5e-6, 0.0, 4e-5])
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +65,19 @@ def _synthetic_table(base, n_students: int = 30, noise: float = 0.01, seed: int 
                          "repeat": 0, "median_s": t, "rel_spread": noise})
 
 
+@pytest.mark.parametrize("units", [0, 48])
 @pytest.mark.parametrize("roofline", ["max", "sum"])
-def test_fitting_copy_matches_the_shipped_cost_model(base, roofline) -> None:
+def test_fitting_copy_matches_the_shipped_cost_model(base, roofline, units) -> None:
     rng = np.random.default_rng(1)
     cases = _student_cases(12, seed=1)
+    base = dataclasses.replace(base, parallel_units=units)  # waves and split-K priced into the op shapes
     mat = OpMatrix.from_ops([case_ops("student", c.params, base) for c in cases])
     prof = dataclasses.replace(base, roofline=roofline)
     for _ in range(3):
         th = TRUE * np.exp(rng.normal(0, 0.5, len(TRUE)))
-        th[0:12:3] = np.minimum(th[0:12:3], 10)
-        th[1:12:3] = np.minimum(th[1:12:3], 10)
+        th[0:16:4] = np.minimum(th[0:16:4], 10)
+        th[1:16:4] = np.minimum(th[1:16:4], 10)
+        th[3:8:4] = rng.uniform(0, 300, 2)  # the matmul and attention ramps
         cm = CostModel(prof.with_calibration(calibration_of(th)), "fp32")
         want = [cm.latency_s(c.arch(), c.batch, c.seq) for c in cases]
         np.testing.assert_allclose(predict(th, mat, base_rates(base), roofline), want, rtol=1e-9)

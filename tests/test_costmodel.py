@@ -28,9 +28,11 @@ def profiles(draw):
     p = draw(st.sampled_from(PROFILES))
     if draw(st.booleans()):
         eff = st.floats(0.05, 1.0)
-        terms = {c: ClassTerms(draw(eff), draw(eff), draw(st.floats(0, 1e-4))) for c in OP_CLASSES}
+        k0 = st.one_of(st.just(0.0), st.floats(0, 4096))
+        terms = {c: ClassTerms(draw(eff), draw(eff), draw(st.floats(0, 1e-4)), draw(k0)) for c in OP_CLASSES}
         p = p.with_calibration(Calibration(terms, fitted=True, fixed_overhead_s=draw(st.floats(0, 1e-3))))
-    p = dataclasses.replace(p, roofline=draw(st.sampled_from(ROOFLINES)))
+    units = draw(st.one_of(st.just(0), st.integers(1, 512)))  # waves (and split-K) on or off
+    p = dataclasses.replace(p, roofline=draw(st.sampled_from(ROOFLINES)), parallel_units=units)
     return p, draw(st.sampled_from(p.dtypes))
 
 

@@ -20,10 +20,12 @@ inline constexpr const char* kRooflineNames[kNumRooflines] = {"max", "sum"};
 // Calibrated terms of one op class:
 //   time = combine(flops / (peak * compute_efficiency), bytes / (bandwidth * memory_efficiency)) + overhead_s
 // where combine is max or sum (see Roofline).
+// A matmul tile's loop over K runs at K / (K + half_rate_k) of the class's rate (0: no ramp).
 struct ClassTerms {
   double compute_efficiency = 1.0;
   double memory_efficiency = 1.0;
   double overhead_s = 0.0;
+  double half_rate_k = 0.0;
 };
 
 struct Hardware {
@@ -37,6 +39,7 @@ struct Hardware {
   double tile_k = 1.0;
   double dtype_bytes = 2.0;
   double fixed_overhead_s = 0.0;    // once per inference
+  double parallel_units = 0.0;      // output tiles spread over these in waves (SMs, TensorCores x MXUs); 0: none
   Roofline roofline = Roofline::kMax;
   ClassTerms terms[kNumOpClasses];
 };

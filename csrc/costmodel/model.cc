@@ -34,12 +34,47 @@ std::string fmt(double v) {
 }
 
 // An op before costing: shapes turned into work and bytes for ONE instance.
+// k_steps: the padded K one output tile loops over (after any split); 0 for ops that are not matmuls.
 struct OpShape {
   const char* name;
   OpClass cls;
   double count;
   double flops, padded_flops, vector_flops, weight_bytes, act_bytes;
+  double k_steps;
 };
+
+constexpr int64_t kMinSplitK = 256;                 // a split never has fewer elements of K
+constexpr int64_t kSplits[] = {2, 4, 8, 16};        // split-K factors tried under one wave
+
+struct TileWork {
+  double padded_flops, k_steps, extra_bytes;
+};
+
+// Work of `groups` independent (m, k) @ (k, n) matmuls: padded to the tile; with parallel units, whole
+// waves of output tiles, splitting K for a matmul of under one wave where that needs fewer tile steps
+// (a split of s writes and re-reads s partial outputs). Mirrors costmodel_reference.tile_work.
+TileWork tile_work(const Hardware& hw, double groups, int64_t m, int64_t n, int64_t k) {
+  const double kp = pad(k, hw.tile_k);
+  const double units = hw.parallel_units;
+  if (units <= 0) return {2.0 * groups * pad(m, hw.tile_m) * kp * pad(n, hw.tile_n), kp, 0.0};
+  const int64_t tm = static_cast<int64_t>(hw.tile_m), tn = static_cast<int64_t>(hw.tile_n);
+  const double tiles = groups * static_cast<double>((m + tm - 1) / tm) * static_cast<double>((n + tn - 1) / tn);
+  double best_steps = std::ceil(tiles / units) * kp, best_ks = kp;
+  int64_t best_s = 1;
+  if (tiles < units) {
+    for (int64_t s : kSplits) {
+      const double ks = pad((k + s - 1) / s, hw.tile_k);
+      if (ks < static_cast<double>(kMinSplitK)) break;
+      const double steps = std::ceil(tiles * static_cast<double>(s) / units) * ks;
+      if (steps < best_steps) best_steps = steps, best_s = s, best_ks = ks;
+    }
+  }
+  const double waves = best_steps / best_ks;
+  const double extra = best_s > 1 ? 2.0 * static_cast<double>(best_s) * groups * static_cast<double>(m) *
+                                        static_cast<double>(n) * hw.dtype_bytes
+                                  : 0.0;
+  return {2.0 * waves * units * hw.tile_m * hw.tile_n * best_ks, best_ks, extra};
+}
 
 // Precomputed per call: reciprocals of effective rates and the residency decisions.
 struct Rates {
@@ -49,6 +84,7 @@ struct Rates {
   double inv_mem_a_onchip[kNumOpClasses];
   double inv_mem_a_hbm[kNumOpClasses];
   double overhead[kNumOpClasses];
+  double half_rate_k[kNumOpClasses];
   double act_capacity;
   bool weights_onchip;
   bool sum_roofline;  // combine the terms by sum instead of max
@@ -69,6 +105,7 @@ Rates make_rates(const Arch& a, const Hardware& hw, const Workload& w) {
     r.inv_mem_a_onchip[c] = 1.0 / (onchip_bw * t.memory_efficiency);
     r.inv_mem_a_hbm[c] = 1.0 / (hw.hbm_bytes_per_s * t.memory_efficiency);
     r.overhead[c] = t.overhead_s;
+    r.half_rate_k[c] = t.half_rate_k;
   }
   return r;
 }
@@ -83,7 +120,8 @@ inline Costed cost(const OpShape& op, const Rates& r) {
   const int c = static_cast<int>(op.cls);
   Costed k;
   k.acts_onchip = op.act_bytes <= r.act_capacity;
-  k.compute_s = op.padded_flops * r.inv_compute[c];
+  const double ramp = op.k_steps > 0 ? 1.0 + r.half_rate_k[c] / op.k_steps : 1.0;
+  k.compute_s = op.padded_flops * ramp * r.inv_compute[c];
   k.vector_s = op.vector_flops * r.inv_vector;
   k.memory_s = op.weight_bytes * r.inv_mem_w[c] + op.act_bytes * (k.acts_onchip ? r.inv_mem_a_onchip[c] : r.inv_mem_a_hbm[c]);
   k.overhead_s = r.overhead[c];
@@ -99,7 +137,6 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   const double db = hw.dtype_bytes;
   const int64_t m = w.batch * w.seq;
   const double M = static_cast<double>(m);
-  const double Mp = pad(m, hw.tile_m);
   const double norm_flops = a.layer_norm ? kLayerNormFlops : kNoNormFlops;
   const double act_flops = kActivationFlops[a.activation];
   const double L = static_cast<double>(a.layers);
@@ -110,12 +147,14 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   auto dense = [&](const char* name, double count, int64_t k, int64_t n, double epi_flops, bool residual,
                    bool norm) {
     const double K = static_cast<double>(k), N = static_cast<double>(n);
-    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0};
+    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0, 0};
+    const TileWork tw = tile_work(hw, 1.0, m, n, k);
     op.flops = 2.0 * M * K * N;
-    op.padded_flops = 2.0 * Mp * pad(k, hw.tile_k) * pad(n, hw.tile_n);
+    op.padded_flops = tw.padded_flops;
+    op.k_steps = tw.k_steps;
     op.vector_flops = M * N * epi_flops;
     op.weight_bytes = (K * N + N + (norm ? 2.0 * N : 0.0)) * db;
-    op.act_bytes = (M * K + M * N + (residual ? M * N : 0.0)) * db;
+    op.act_bytes = (M * K + M * N + (residual ? M * N : 0.0)) * db + tw.extra_bytes;
     sink(op);
   };
   const double ln = norm_flops;
@@ -124,7 +163,7 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double E = static_cast<double>(a.embedding), H = static_cast<double>(h);
     const bool project = a.mobilebert && (a.trigram || a.embedding != a.hidden);
-    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0};
+    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0, 0};
     g.act_bytes = (M * E + 2.0 * M * H + M * static_cast<double>(a.embedding_input())) * db;
     g.vector_flops = project ? 0.0 : M * H * (2.0 + ln);  // adds + norm fuse into the gather when no projection
     sink(g);
@@ -143,19 +182,22 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double B = static_cast<double>(w.batch) * static_cast<double>(heads);
     const double S = static_cast<double>(w.seq), D = static_cast<double>(d);
-    const double Sm = pad(w.seq, hw.tile_m), Sn = pad(w.seq, hw.tile_n), Sk = pad(w.seq, hw.tile_k);
-    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0};
+    const TileWork stw = tile_work(hw, B, w.seq, w.seq, d);
+    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0, 0};
     sc.flops = 2.0 * B * S * D * S;
-    sc.padded_flops = 2.0 * B * Sm * pad(d, hw.tile_k) * Sn;
+    sc.padded_flops = stw.padded_flops;
+    sc.k_steps = stw.k_steps;
     sc.vector_flops = B * S * S * kScaleMaskFlops;
-    sc.act_bytes = (2.0 * B * S * D + B * S * S) * db;
+    sc.act_bytes = (2.0 * B * S * D + B * S * S) * db + stw.extra_bytes;
     sink(sc);
-    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db};
+    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db, 0};
     sink(sm);
-    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0};
+    const TileWork ctw = tile_work(hw, B, w.seq, d, w.seq);
+    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0, 0};
     cx.flops = 2.0 * B * S * S * D;
-    cx.padded_flops = 2.0 * B * Sm * Sk * pad(d, hw.tile_n);
-    cx.act_bytes = (B * S * S + 2.0 * B * S * D) * db;
+    cx.padded_flops = ctw.padded_flops;
+    cx.k_steps = ctw.k_steps;
+    cx.act_bytes = (B * S * S + 2.0 * B * S * D) * db + ctw.extra_bytes;
     sink(cx);
   }
   dense("attention_output", L, t, t, kBiasFlops + kResidualFlops + ln, true, true);
@@ -189,6 +231,7 @@ std::string validate_hardware(const Hardware& hw) {
   if (!is_int_in(hw.tile_k, 1, 4096)) return "tile_k=" + fmt(hw.tile_k) + " must be an integer in 1..4096";
   if (!(hw.dtype_bytes == 1 || hw.dtype_bytes == 2 || hw.dtype_bytes == 4)) return "dtype_bytes=" + fmt(hw.dtype_bytes) + " must be 1, 2 or 4";
   if (!(std::isfinite(hw.fixed_overhead_s) && hw.fixed_overhead_s >= 0)) return "fixed_overhead_s=" + fmt(hw.fixed_overhead_s) + " must be finite and >= 0";
+  if (!is_int_in(hw.parallel_units, 0, 1e6)) return "parallel_units=" + fmt(hw.parallel_units) + " must be an integer in 0..1000000";
   const int roof = static_cast<int>(hw.roofline);
   if (roof < 0 || roof >= kNumRooflines) return "roofline=" + std::to_string(roof) + " must be 0 (max) or 1 (sum)";
   for (int c = 0; c < kNumOpClasses; ++c) {
@@ -197,6 +240,7 @@ std::string validate_hardware(const Hardware& hw) {
     if (!pos(t.compute_efficiency)) return n + "_compute_efficiency=" + fmt(t.compute_efficiency) + " must be finite and > 0";
     if (!pos(t.memory_efficiency)) return n + "_memory_efficiency=" + fmt(t.memory_efficiency) + " must be finite and > 0";
     if (!(std::isfinite(t.overhead_s) && t.overhead_s >= 0)) return n + "_overhead_s=" + fmt(t.overhead_s) + " must be finite and >= 0";
+    if (!(std::isfinite(t.half_rate_k) && t.half_rate_k >= 0 && t.half_rate_k <= 65536)) return n + "_half_rate_k=" + fmt(t.half_rate_k) + " must be in 0..65536";
   }
   return {};
 }
@@ -291,6 +335,7 @@ Estimate estimate(const Arch& a, const Hardware& hw, const Workload& w) {
     c.act_bytes = op.act_bytes * op.count;
     c.weights_onchip = r.weights_onchip;
     c.acts_onchip = k.acts_onchip;
+    c.k_steps = op.k_steps;
     c.compute_s = k.compute_s * op.count;
     c.vector_s = k.vector_s * op.count;
     c.memory_s = k.memory_s * op.count;

@@ -47,15 +47,28 @@ from autodistill.costmodel_reference import (  # elementwise FLOPs per element a
     ACTIVATION_FLOPS, BIAS_FLOPS, LAYER_NORM_FLOPS, RESIDUAL_FLOPS, OpShape, attention_ops, dense_op, softmax_op,
 )
 from autodistill.errors import CalibrationError, choices_message
-from autodistill.hardware import CLASS_TERMS, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, HardwareProfile
+from autodistill.hardware import (
+    CLASS_TERMS, MAX_HALF_RATE_K, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, HardwareProfile,
+)
 from autodistill.measure import CHAIN_OPS, FIT_KINDS  # the case kinds (measure.py imports numpy only)
 
 logger = logging.getLogger(__name__)
 
 
-#: The fitted vector: per class (ce, me, overhead), then the fixed overhead.
+#: The fitted vector: per class (ce, me, overhead, half_rate_k), then the fixed overhead.
 PARAM_NAMES: tuple[str, ...] = tuple(f"{c}_{t}" for c in OP_CLASSES for t in CLASS_TERMS) + ("fixed_overhead_s",)
 _N_CLS = len(OP_CLASSES)
+_NT = len(CLASS_TERMS)  # terms per class in the fitted vector
+_K_UNIT = 64.0  # half_rate_k is fitted in units of 64 elements of K
+#: Terms that shape matmul compute (only matmuls have k_steps); fitted where the profile has parallel units.
+SHAPE_TERMS: tuple[str, ...] = ("matmul_half_rate_k", "attention_half_rate_k")
+
+
+def free_terms(profile: HardwareProfile) -> tuple[str, ...]:
+    """The `PARAM_NAMES` a fit of ``profile`` frees: all but the unused ``half_rate_k`` of non-matmul classes,
+    and the shape terms only on a profile with ``parallel_units`` (the shape-aware accelerator model)."""
+    shape = SHAPE_TERMS if profile.parallel_units > 0 else ()
+    return tuple(n for n in PARAM_NAMES if not n.endswith("_half_rate_k") or n in shape)
 _VEC = OP_CLASSES.index("vector")
 _US = 1e-6  # overheads are fitted in microseconds
 _EFF_BOUNDS = (1e-3, 10.0)
@@ -82,6 +95,7 @@ class OpRow:
     weights_onchip: bool
     acts_onchip: bool
     name: str = ""
+    k_steps: float = 0.0  # per instance, as `costmodel_reference.OpShape.k_steps`
 
 
 def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
@@ -91,7 +105,7 @@ def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
     cap = 0.5 * hw["onchip_bytes"]
     c = op.count
     return OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
-                 op.act_bytes * c, op.weight_bytes <= cap, op.act_bytes <= cap, op.name)
+                 op.act_bytes * c, op.weight_bytes <= cap, op.act_bytes <= cap, op.name, op.k_steps)
 
 
 def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dtype: str = "fp32") -> list[OpRow]:
@@ -132,7 +146,7 @@ def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dty
         arch = StudentArch.from_dict(p["arch"])
         est = CostModel(profile, dtype).estimate(arch, int(p["b"]), int(p["s"]))
         return [OpRow(o.op_class, o.count, o.flops, o.padded_flops, o.vector_flops, o.weight_bytes, o.act_bytes,
-                      o.weights_onchip, o.acts_onchip, o.name)
+                      o.weights_onchip, o.acts_onchip, o.name, o.k_steps)
                 for o in est.ops if not (kind == "layer" and o.name.startswith("embedding"))]
     raise CalibrationError(f"no cost-model ops for case kind {kind!r}; fitted kinds: {', '.join(FIT_KINDS)}")
 
@@ -152,6 +166,7 @@ class OpMatrix:
     weights_onchip: np.ndarray  # bool
     acts_onchip: np.ndarray  # bool
     n_samples: int
+    k_steps: np.ndarray | None = None  # (n_ops,) padded K a tile loops over; 0: not a matmul
 
     @classmethod
     def from_ops(cls, per_sample: Sequence[Sequence[OpRow]]) -> "OpMatrix":
@@ -165,7 +180,7 @@ class OpMatrix:
         return cls(np.array([i for i, _ in rows], dtype=np.int64), col(lambda r: OP_CLASSES.index(r.op_class), np.int64),
                    col(lambda r: r.count), col(lambda r: r.padded_flops), col(lambda r: r.vector_flops),
                    col(lambda r: r.weight_bytes), col(lambda r: r.act_bytes), col(lambda r: r.weights_onchip, bool),
-                   col(lambda r: r.acts_onchip, bool), len(per_sample))
+                   col(lambda r: r.acts_onchip, bool), len(per_sample), col(lambda r: r.k_steps))
 
     def subset(self, idx: Sequence[int]) -> "OpMatrix":
         idx = np.asarray(idx, dtype=np.int64)
@@ -174,7 +189,10 @@ class OpMatrix:
         keep = remap[self.sample] >= 0
         return OpMatrix(remap[self.sample[keep]], self.cls[keep], self.count[keep], self.padded_flops[keep],
                         self.vector_flops[keep], self.weight_bytes[keep], self.act_bytes[keep],
-                        self.weights_onchip[keep], self.acts_onchip[keep], len(idx))
+                        self.weights_onchip[keep], self.acts_onchip[keep], len(idx), self._k_steps()[keep])
+
+    def _k_steps(self) -> np.ndarray:
+        return np.zeros_like(self.count) if self.k_steps is None else self.k_steps
 
 
 def base_rates(profile: HardwareProfile, dtype: str = "fp32") -> dict[str, float]:
@@ -189,14 +207,14 @@ def theta_of(profile: HardwareProfile) -> np.ndarray:
     out = []
     for c in OP_CLASSES:
         t = profile.class_terms(c)
-        out += [t.compute_efficiency, t.memory_efficiency, t.overhead_s]
+        out += [t.compute_efficiency, t.memory_efficiency, t.overhead_s, t.half_rate_k]
     return np.array(out + [profile.effective_fixed_overhead_s()], dtype=np.float64)
 
 
 def calibration_of(theta: Sequence[float], source: str = "fit", fitted: bool = True) -> Calibration:
     """A `Calibration` from a `PARAM_NAMES` vector."""
     th = [float(v) for v in theta]
-    terms = {c: ClassTerms(th[3 * i], th[3 * i + 1], th[3 * i + 2]) for i, c in enumerate(OP_CLASSES)}
+    terms = {c: ClassTerms(*th[_NT * i:_NT * (i + 1)]) for i, c in enumerate(OP_CLASSES)}
     return Calibration(terms=terms, fitted=fitted, fixed_overhead_s=th[-1], source=source)
 
 
@@ -213,9 +231,11 @@ def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float], r
     """
     _check_roofline(roofline)
     th = np.asarray(theta, dtype=np.float64)
-    ce, me, ov = th[0:3 * _N_CLS:3], th[1:3 * _N_CLS:3], th[2:3 * _N_CLS:3]
+    ce, me, ov, k0 = (th[j:_NT * _N_CLS:_NT] for j in range(_NT))
     c = mat.cls
-    compute = mat.padded_flops / (rates["peak"] * ce[c])
+    ks = mat._k_steps()
+    ramp = np.where(ks > 0, 1.0 + k0[c] / np.where(ks > 0, ks, 1.0), 1.0)
+    compute = mat.padded_flops * ramp / (rates["peak"] * ce[c])
     vector = mat.vector_flops / (rates["vector_peak"] * ce[_VEC])
     bw_w = np.where(mat.weights_onchip, rates["onchip"], rates["hbm"])
     bw_a = np.where(mat.acts_onchip, rates["onchip"], rates["hbm"])
@@ -231,9 +251,11 @@ def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float], r
 def _to_x(theta: np.ndarray) -> np.ndarray:
     x = np.empty_like(theta)
     for i in range(_N_CLS):
-        x[3 * i] = math.log(theta[3 * i])
-        x[3 * i + 1] = math.log(theta[3 * i + 1])
-        x[3 * i + 2] = theta[3 * i + 2] / _US
+        j = _NT * i
+        x[j] = math.log(theta[j])
+        x[j + 1] = math.log(theta[j + 1])
+        x[j + 2] = theta[j + 2] / _US
+        x[j + 3] = theta[j + 3] / _K_UNIT
     x[-1] = theta[-1] / _US
     return x
 
@@ -241,9 +263,11 @@ def _to_x(theta: np.ndarray) -> np.ndarray:
 def _to_theta(x: np.ndarray) -> np.ndarray:
     th = np.empty_like(x)
     for i in range(_N_CLS):
-        th[3 * i] = math.exp(x[3 * i])
-        th[3 * i + 1] = math.exp(x[3 * i + 1])
-        th[3 * i + 2] = x[3 * i + 2] * _US
+        j = _NT * i
+        th[j] = math.exp(x[j])
+        th[j + 1] = math.exp(x[j + 1])
+        th[j + 2] = x[j + 2] * _US
+        th[j + 3] = x[j + 3] * _K_UNIT
     th[-1] = x[-1] * _US
     return th
 
@@ -251,8 +275,8 @@ def _to_theta(x: np.ndarray) -> np.ndarray:
 def _bounds() -> tuple[np.ndarray, np.ndarray]:
     lo, hi = [], []
     for _ in OP_CLASSES:
-        lo += [math.log(_EFF_BOUNDS[0]), math.log(_EFF_BOUNDS[0]), 0.0]
-        hi += [math.log(_EFF_BOUNDS[1]), math.log(_EFF_BOUNDS[1]), _OV_MAX_US]
+        lo += [math.log(_EFF_BOUNDS[0]), math.log(_EFF_BOUNDS[0]), 0.0, 0.0]
+        hi += [math.log(_EFF_BOUNDS[1]), math.log(_EFF_BOUNDS[1]), _OV_MAX_US, MAX_HALF_RATE_K / _K_UNIT]
     return np.array(lo + [0.0]), np.array(hi + [_FIXED_MAX_US])
 
 
@@ -298,17 +322,19 @@ def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *
     if not np.all(np.isfinite(measured) & (measured > 0)):
         raise CalibrationError("measured times must be finite and > 0")
     w = np.ones(mat.n_samples) if weights is None else np.asarray(weights, dtype=np.float64)
-    th0 = np.asarray(theta0 if theta0 is not None else [1.0, 1.0, 0.0] * _N_CLS + [0.0], dtype=np.float64)
-    th0 = _to_theta(_clip_x(_to_x(th0)))
-    x_prior = _to_x(np.asarray(prior, dtype=np.float64)) if prior is not None else _to_x(th0)
+    th0 = np.asarray(theta0 if theta0 is not None else [1.0, 1.0, 0.0, 0.0] * _N_CLS + [0.0], dtype=np.float64)
     free_names = tuple(PARAM_NAMES) if free is None else tuple(free)
     unknown = set(free_names) - set(PARAM_NAMES)
     if unknown:
         raise CalibrationError(f"unknown term(s) {sorted(unknown)}; valid: {list(PARAM_NAMES)}")
     fi = np.array([PARAM_NAMES.index(n) for n in free_names], dtype=np.int64)
+    xt = _to_x(th0)
+    xt[fi] = _clip_x(xt)[fi]  # the solver starts strictly inside the bounds; fixed terms stay as given
+    th0 = _to_theta(xt)
+    x_prior = _to_x(np.asarray(prior, dtype=np.float64)) if prior is not None else _to_x(th0)
     lo, hi = _bounds()
     # ridge scale per coordinate: log-efficiency units; overheads per 10 us
-    scale = np.array([1.0, 1.0, 0.1] * _N_CLS + [0.1])
+    scale = np.array([1.0, 1.0, 0.1, 0.1] * _N_CLS + [0.1])
     log_meas = np.log(measured)
     sqrt_pw = math.sqrt(prior_weight) * math.sqrt(max(1.0, float(np.sum(w ** 2))))
 
@@ -329,9 +355,10 @@ def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *
     for _ in range(max(0, starts - 1)):
         xr = x0.copy()
         for i in range(_N_CLS):
-            xr[3 * i] += rng.normal(0, 1.0)
-            xr[3 * i + 1] += rng.normal(0, 1.0)
-            xr[3 * i + 2] = rng.uniform(0, 50)
+            xr[_NT * i] += rng.normal(0, 1.0)
+            xr[_NT * i + 1] += rng.normal(0, 1.0)
+            xr[_NT * i + 2] = rng.uniform(0, 50)
+            xr[_NT * i + 3] = rng.uniform(0, 4)
         xr[-1] = rng.uniform(0, 200)
         inits.append(_clip_x(xr)[fi])
     best = None
@@ -632,7 +659,7 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
         theta0, info = theta_of(prof0), {}
         if len(micro_idx):
             r1 = fit_terms(mat.subset(micro_idx), meas[micro_idx], rates, theta0=theta0, starts=starts, seed=seed,
-                           roofline=mode)
+                           roofline=mode, free=free_terms(prof0))
             theta0 = r1.theta
             info["stage1_rms_log"] = r1.rms_log_error
         if not len(train_idx):
@@ -640,7 +667,7 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
         stage2 = np.concatenate([micro_idx, train_idx])
         w = _student_weights(kinds[stage2], student_share)
         r2 = fit_terms(mat.subset(stage2), meas[stage2], rates, theta0=theta0, weights=w, starts=starts,
-                       seed=seed + 1, roofline=mode)
+                       seed=seed + 1, roofline=mode, free=free_terms(prof0))
         info["stage2_rms_log"] = r2.rms_log_error
         return r2.theta, info
 
@@ -818,7 +845,7 @@ def recalibrate(profile: HardwareProfile, measurements: Any, *, dtype: str | Non
     th0 = theta_of(profile)
     w = _student_weights(fit_df["kind"].to_numpy(dtype=object), student_share)
     r = fit_terms(mat, meas, base_rates(profile, dtype), theta0=th0, prior=th0, prior_weight=prior_weight,
-                  weights=w, starts=1, seed=seed, roofline=profile.roofline)
+                  weights=w, starts=1, seed=seed, roofline=profile.roofline, free=free_terms(profile))
     old = profile.calibration.source if profile.calibration is not None else "spec"
     src = f"recalibrated from {len(fit_df)} measurements (rms log error {r.rms_log_error:.3f}); previously: {old}"
     return profile.with_calibration(calibration_of(r.theta, source=src[:500]), name=name or profile.name)

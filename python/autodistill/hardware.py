@@ -57,18 +57,26 @@ DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 OP_CLASSES = ("matmul", "attention", "vector", "gather")
 #: How an op's compute, vector and memory times combine (order shared with C++).
 ROOFLINES = ("max", "sum")
-CLASS_TERMS = ("compute_efficiency", "memory_efficiency", "overhead_s")
+CLASS_TERMS = ("compute_efficiency", "memory_efficiency", "overhead_s", "half_rate_k")
+#: Largest `ClassTerms.half_rate_k` a profile may carry (elements of K).
+MAX_HALF_RATE_K = 65536.0
 
 PROFILE_PATH_ENV = "AUTODISTILL_PROFILE_PATH"
 
 
 @dataclass(frozen=True)
 class ClassTerms:
-    """Calibrated terms of one op class: time = max-or-sum(flops/(peak*ce), bytes/(bw*me)) + overhead_s."""
+    """Calibrated terms of one op class: time = max-or-sum(flops/(peak*ce), bytes/(bw*me)) + overhead_s.
+
+    ``half_rate_k`` shapes the compute term of matmuls: a tile's main loop over ``K`` runs at
+    ``K / (K + half_rate_k)`` of the class's rate (prologue, epilogue and pipeline fill cost as much
+    as ``half_rate_k`` more steps of K), so small-K matmuls run far below peak. 0: no such cost.
+    """
 
     compute_efficiency: float = 1.0
     memory_efficiency: float = 1.0
     overhead_s: float = 0.0
+    half_rate_k: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("compute_efficiency", "memory_efficiency"):
@@ -78,6 +86,10 @@ class ClassTerms:
         if not (isinstance(self.overhead_s, (int, float)) and math.isfinite(self.overhead_s)
                 and 0.0 <= self.overhead_s < 1.0):
             raise ProfileError(f"overhead_s={self.overhead_s!r} is out of range; valid: 0 <= x < 1")
+        k0 = self.half_rate_k
+        if isinstance(k0, bool) or not (isinstance(k0, (int, float)) and math.isfinite(k0)
+                                        and 0.0 <= k0 <= MAX_HALF_RATE_K):
+            raise ProfileError(f"half_rate_k={k0!r} is out of range; valid: 0 <= x <= {MAX_HALF_RATE_K:g}")
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class HardwareProfile:
     fixed_overhead_s: float
     clock_hz: float = 0.0
     roofline: str = "max"  # one of ROOFLINES
+    parallel_units: int = 0  # SMs / TensorCores x MXUs that output tiles spread over in waves; 0: no waves
     description: str = ""
     calibration: Calibration | None = None
     path: str | None = field(default=None, compare=False)
@@ -140,6 +153,10 @@ class HardwareProfile:
         _check_range(self.name, "op_overhead_s", self.op_overhead_s, 0, 1.0)
         _check_range(self.name, "fixed_overhead_s", self.fixed_overhead_s, 0, 10.0)
         _check_range(self.name, "clock_hz", self.clock_hz, 0, 1e11)
+        pu = self.parallel_units
+        if isinstance(pu, bool) or not isinstance(pu, int) or not 0 <= pu <= 1_000_000:
+            raise ProfileError(f"profile {self.name!r}: parallel_units={pu!r} must be an integer in 0..1000000 "
+                               "(0: no wave quantisation)")
         if not isinstance(self.roofline, str) or self.roofline not in ROOFLINES:
             raise ProfileError(f"profile {self.name!r}: " + choices_message("roofline", self.roofline, ROOFLINES))
 
@@ -157,7 +174,7 @@ class HardwareProfile:
         if op_class not in OP_CLASSES:
             raise ProfileError(choices_message("op class", op_class, OP_CLASSES))
         if self.calibration is None:
-            return ClassTerms(1.0, 1.0, self.op_overhead_s)
+            return ClassTerms(1.0, 1.0, self.op_overhead_s, 0.0)
         return self.calibration.terms[op_class]
 
     def effective_fixed_overhead_s(self) -> float:
@@ -186,6 +203,7 @@ class HardwareProfile:
             "tile_k": float(self.matrix_tile_k),
             "dtype_bytes": float(DTYPE_BYTES[dtype]),
             "fixed_overhead_s": float(self.effective_fixed_overhead_s()),
+            "parallel_units": float(self.parallel_units),
             "roofline": self.roofline,
         }
         for c in OP_CLASSES:
@@ -193,6 +211,7 @@ class HardwareProfile:
             out[f"{c}_compute_efficiency"] = float(t.compute_efficiency)
             out[f"{c}_memory_efficiency"] = float(t.memory_efficiency)
             out[f"{c}_overhead_s"] = float(t.overhead_s)
+            out[f"{c}_half_rate_k"] = float(t.half_rate_k)
         return out
 
     def with_calibration(self, calibration: Calibration | None, name: str | None = None) -> "HardwareProfile":
@@ -207,7 +226,7 @@ class HardwareProfile:
         lines += [f"peak_flops_per_s = {{ {peaks} }}", f"vector_flops_per_s = {_num(self.vector_flops_per_s)}",
                   f"matrix_tile_m = {self.matrix_tile_m}", f"matrix_tile_n = {self.matrix_tile_n}",
                   f"matrix_tile_k = {self.matrix_tile_k}", f"clock_hz = {_num(self.clock_hz)}",
-                  f'roofline = "{self.roofline}"', "", "[memory]",
+                  f'roofline = "{self.roofline}"', f"parallel_units = {self.parallel_units}", "", "[memory]",
                   f"hbm_bytes = {_num(self.hbm_bytes)}", f"hbm_bytes_per_s = {_num(self.hbm_bytes_per_s)}",
                   f"onchip_bytes = {_num(self.onchip_bytes)}", f"onchip_bytes_per_s = {_num(self.onchip_bytes_per_s)}",
                   "", "[overhead]", f"op_overhead_s = {_num(self.op_overhead_s)}",
@@ -241,11 +260,11 @@ def _check_range(profile: str, name: str, v: Any, lo: float, hi: float) -> None:
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "": ("name", "kind", "description"),
     "compute": ("peak_flops_per_s", "vector_flops_per_s", "matrix_tile_m", "matrix_tile_n", "matrix_tile_k",
-                "clock_hz", "roofline"),
+                "clock_hz", "roofline", "parallel_units"),
     "memory": ("hbm_bytes", "hbm_bytes_per_s", "onchip_bytes", "onchip_bytes_per_s"),
     "overhead": ("op_overhead_s", "fixed_overhead_s"),
 }
-_OPTIONAL = {"description", "clock_hz", "roofline"}
+_OPTIONAL = {"description", "clock_hz", "roofline", "parallel_units"}
 
 
 def profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HardwareProfile:
