@@ -99,7 +99,6 @@ py::dict estimate_one(const Array& row, const Hardware& hw, int64_t batch, int64
     d["act_bytes"] = op.act_bytes;
     d["weights_onchip"] = op.weights_onchip;
     d["acts_onchip"] = op.acts_onchip;
-    d["k_steps"] = op.k_steps;
     d["compute_s"] = op.compute_s;
     d["vector_s"] = op.vector_s;
     d["memory_s"] = op.memory_s;

@@ -33,48 +33,49 @@ std::string fmt(double v) {
   return std::string(buf, res.ptr);
 }
 
-// An op before costing: shapes turned into work and bytes for ONE instance.
-// k_steps: the padded K one output tile loops over (after any split); 0 for ops that are not matmuls.
+// Ways to split K tried on parallel units (1: no split), and the steps of K each split costs a tile.
+constexpr int kNumSplits = 5;
+constexpr int64_t kSplits[kNumSplits] = {1, 2, 4, 8, 16};
+constexpr double kSplitCostK = 16.0;
+
+// The ways of running a matmul: way i costs a[i] + b[i] * half_rate_k FLOPs of matrix-unit time.
+// Mirrors costmodel_reference.tile_candidates.
+struct TileWays {
+  int n = 0;
+  double a[kNumSplits] = {};
+  double b[kNumSplits] = {};
+};
+
+TileWays tile_candidates(const Hardware& hw, double groups, int64_t m, int64_t n, int64_t k) {
+  TileWays w;
+  const double units = hw.parallel_units;
+  if (units <= 0) {
+    const double area = 2.0 * groups * pad(m, hw.tile_m) * pad(n, hw.tile_n);
+    w.n = 1;
+    w.a[0] = area * pad(k, hw.tile_k);
+    w.b[0] = area;
+    return w;
+  }
+  const int64_t tm = static_cast<int64_t>(hw.tile_m), tn = static_cast<int64_t>(hw.tile_n);
+  const double tiles = groups * static_cast<double>((m + tm - 1) / tm) * static_cast<double>((n + tn - 1) / tn);
+  w.n = kNumSplits;
+  for (int i = 0; i < kNumSplits; ++i) {
+    const int64_t s = kSplits[i];
+    const double per_step = 2.0 * std::ceil(tiles * static_cast<double>(s) / units) * units * hw.tile_m * hw.tile_n;
+    w.a[i] = per_step * (pad((k + s - 1) / s, hw.tile_k) + (s > 1 ? kSplitCostK * static_cast<double>(s) : 0.0));
+    w.b[i] = per_step;
+  }
+  return w;
+}
+
+// An op before costing: shapes turned into work and bytes for ONE instance. `ways` is set for matmuls.
 struct OpShape {
   const char* name;
   OpClass cls;
   double count;
   double flops, padded_flops, vector_flops, weight_bytes, act_bytes;
-  double k_steps;
+  TileWays ways;
 };
-
-constexpr int64_t kMinSplitK = 256;                 // a split never has fewer elements of K
-constexpr int64_t kSplits[] = {2, 4, 8, 16};        // split-K factors tried under one wave
-
-struct TileWork {
-  double padded_flops, k_steps, extra_bytes;
-};
-
-// Work of `groups` independent (m, k) @ (k, n) matmuls: padded to the tile; with parallel units, whole
-// waves of output tiles, splitting K for a matmul of under one wave where that needs fewer tile steps
-// (a split of s writes and re-reads s partial outputs). Mirrors costmodel_reference.tile_work.
-TileWork tile_work(const Hardware& hw, double groups, int64_t m, int64_t n, int64_t k) {
-  const double kp = pad(k, hw.tile_k);
-  const double units = hw.parallel_units;
-  if (units <= 0) return {2.0 * groups * pad(m, hw.tile_m) * kp * pad(n, hw.tile_n), kp, 0.0};
-  const int64_t tm = static_cast<int64_t>(hw.tile_m), tn = static_cast<int64_t>(hw.tile_n);
-  const double tiles = groups * static_cast<double>((m + tm - 1) / tm) * static_cast<double>((n + tn - 1) / tn);
-  double best_steps = std::ceil(tiles / units) * kp, best_ks = kp;
-  int64_t best_s = 1;
-  if (tiles < units) {
-    for (int64_t s : kSplits) {
-      const double ks = pad((k + s - 1) / s, hw.tile_k);
-      if (ks < static_cast<double>(kMinSplitK)) break;
-      const double steps = std::ceil(tiles * static_cast<double>(s) / units) * ks;
-      if (steps < best_steps) best_steps = steps, best_s = s, best_ks = ks;
-    }
-  }
-  const double waves = best_steps / best_ks;
-  const double extra = best_s > 1 ? 2.0 * static_cast<double>(best_s) * groups * static_cast<double>(m) *
-                                        static_cast<double>(n) * hw.dtype_bytes
-                                  : 0.0;
-  return {2.0 * waves * units * hw.tile_m * hw.tile_n * best_ks, best_ks, extra};
-}
 
 // Precomputed per call: reciprocals of effective rates and the residency decisions.
 struct Rates {
@@ -111,7 +112,7 @@ Rates make_rates(const Arch& a, const Hardware& hw, const Workload& w) {
 }
 
 struct Costed {
-  double compute_s, vector_s, memory_s, overhead_s, latency_s;
+  double padded_flops, compute_s, vector_s, memory_s, overhead_s, latency_s;
   bool acts_onchip;
 };
 
@@ -120,8 +121,14 @@ inline Costed cost(const OpShape& op, const Rates& r) {
   const int c = static_cast<int>(op.cls);
   Costed k;
   k.acts_onchip = op.act_bytes <= r.act_capacity;
-  const double ramp = op.k_steps > 0 ? 1.0 + r.half_rate_k[c] / op.k_steps : 1.0;
-  k.compute_s = op.padded_flops * ramp * r.inv_compute[c];
+  // The cheapest way of running a matmul, with the class's K ramp.
+  double compute_flops = op.padded_flops;
+  k.padded_flops = op.padded_flops;
+  for (int i = 0; i < op.ways.n; ++i) {
+    const double v = op.ways.a[i] + op.ways.b[i] * r.half_rate_k[c];
+    if (i == 0 || v < compute_flops) compute_flops = v, k.padded_flops = op.ways.a[i];
+  }
+  k.compute_s = compute_flops * r.inv_compute[c];
   k.vector_s = op.vector_flops * r.inv_vector;
   k.memory_s = op.weight_bytes * r.inv_mem_w[c] + op.act_bytes * (k.acts_onchip ? r.inv_mem_a_onchip[c] : r.inv_mem_a_hbm[c]);
   k.overhead_s = r.overhead[c];
@@ -147,14 +154,13 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   auto dense = [&](const char* name, double count, int64_t k, int64_t n, double epi_flops, bool residual,
                    bool norm) {
     const double K = static_cast<double>(k), N = static_cast<double>(n);
-    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0, 0};
-    const TileWork tw = tile_work(hw, 1.0, m, n, k);
+    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0, {}};
+    op.ways = tile_candidates(hw, 1.0, m, n, k);
     op.flops = 2.0 * M * K * N;
-    op.padded_flops = tw.padded_flops;
-    op.k_steps = tw.k_steps;
+    op.padded_flops = op.ways.a[0];
     op.vector_flops = M * N * epi_flops;
     op.weight_bytes = (K * N + N + (norm ? 2.0 * N : 0.0)) * db;
-    op.act_bytes = (M * K + M * N + (residual ? M * N : 0.0)) * db + tw.extra_bytes;
+    op.act_bytes = (M * K + M * N + (residual ? M * N : 0.0)) * db;
     sink(op);
   };
   const double ln = norm_flops;
@@ -163,7 +169,7 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double E = static_cast<double>(a.embedding), H = static_cast<double>(h);
     const bool project = a.mobilebert && (a.trigram || a.embedding != a.hidden);
-    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0, 0};
+    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0, {}};
     g.act_bytes = (M * E + 2.0 * M * H + M * static_cast<double>(a.embedding_input())) * db;
     g.vector_flops = project ? 0.0 : M * H * (2.0 + ln);  // adds + norm fuse into the gather when no projection
     sink(g);
@@ -182,22 +188,20 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double B = static_cast<double>(w.batch) * static_cast<double>(heads);
     const double S = static_cast<double>(w.seq), D = static_cast<double>(d);
-    const TileWork stw = tile_work(hw, B, w.seq, w.seq, d);
-    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0, 0};
+    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}};
+    sc.ways = tile_candidates(hw, B, w.seq, w.seq, d);
     sc.flops = 2.0 * B * S * D * S;
-    sc.padded_flops = stw.padded_flops;
-    sc.k_steps = stw.k_steps;
+    sc.padded_flops = sc.ways.a[0];
     sc.vector_flops = B * S * S * kScaleMaskFlops;
-    sc.act_bytes = (2.0 * B * S * D + B * S * S) * db + stw.extra_bytes;
+    sc.act_bytes = (2.0 * B * S * D + B * S * S) * db;
     sink(sc);
-    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db, 0};
+    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db, {}};
     sink(sm);
-    const TileWork ctw = tile_work(hw, B, w.seq, d, w.seq);
-    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0, 0};
+    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}};
+    cx.ways = tile_candidates(hw, B, w.seq, d, w.seq);
     cx.flops = 2.0 * B * S * S * D;
-    cx.padded_flops = ctw.padded_flops;
-    cx.k_steps = ctw.k_steps;
-    cx.act_bytes = (B * S * S + 2.0 * B * S * D) * db + ctw.extra_bytes;
+    cx.padded_flops = cx.ways.a[0];
+    cx.act_bytes = (B * S * S + 2.0 * B * S * D) * db;
     sink(cx);
   }
   dense("attention_output", L, t, t, kBiasFlops + kResidualFlops + ln, true, true);
@@ -329,13 +333,12 @@ Estimate estimate(const Arch& a, const Hardware& hw, const Workload& w) {
     c.op_class = op.cls;
     c.count = op.count;
     c.flops = op.flops * op.count;
-    c.padded_flops = op.padded_flops * op.count;
+    c.padded_flops = k.padded_flops * op.count;
     c.vector_flops = op.vector_flops * op.count;
     c.weight_bytes = op.weight_bytes * op.count;
     c.act_bytes = op.act_bytes * op.count;
     c.weights_onchip = r.weights_onchip;
     c.acts_onchip = k.acts_onchip;
-    c.k_steps = op.k_steps;
     c.compute_s = k.compute_s * op.count;
     c.vector_s = k.vector_s * op.count;
     c.memory_s = k.memory_s * op.count;

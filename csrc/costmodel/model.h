@@ -8,9 +8,9 @@
 // where combine is max (Roofline::kMax, the default) or the sum (Roofline::kSum) of the three terms,
 // bw_w is on-chip bandwidth when all non-embedding weights fit in half the on-chip memory and
 // bw_a is on-chip bandwidth when the op's activations fit in the other half (else HBM bandwidth).
-// Matmuls are shape-aware: padded_flops counts whole waves of output tiles over hw.parallel_units
-// (splitting K under one wave where that needs fewer tile steps), and the compute term is scaled by
-// 1 + half_rate_k[class] / k_steps (a tile's loop over K ramps up). See costmodel_reference.py.
+// Matmuls are shape-aware: on hw.parallel_units, output tiles run in whole waves and K may be split;
+// each way costs a + b * half_rate_k[class] FLOPs (the K ramp) and the cheapest is taken; padded_flops
+// is that way's work without the ramp. See costmodel_reference.py.
 // Ops repeated in every layer are costed once and multiplied by the layer count.
 #pragma once
 
@@ -44,7 +44,6 @@ struct OpCost {
   double act_bytes = 0;
   bool weights_onchip = false;
   bool acts_onchip = false;
-  double k_steps = 0;        // padded K one output tile loops over (per instance); 0: not a matmul
   double compute_s = 0;
   double vector_s = 0;
   double memory_s = 0;

@@ -60,7 +60,8 @@ PARAM_NAMES: tuple[str, ...] = tuple(f"{c}_{t}" for c in OP_CLASSES for t in CLA
 _N_CLS = len(OP_CLASSES)
 _NT = len(CLASS_TERMS)  # terms per class in the fitted vector
 _K_UNIT = 64.0  # half_rate_k is fitted in units of 64 elements of K
-#: Terms that shape matmul compute (only matmuls have k_steps); fitted where the profile has parallel units.
+#: Terms that shape matmul compute (the K ramp of the two matmul classes); fitted where the profile has
+#: parallel units.
 SHAPE_TERMS: tuple[str, ...] = ("matmul_half_rate_k", "attention_half_rate_k")
 
 
@@ -95,7 +96,10 @@ class OpRow:
     weights_onchip: bool
     acts_onchip: bool
     name: str = ""
-    k_steps: float = 0.0  # per instance, as `costmodel_reference.OpShape.k_steps`
+    # Matmuls: way i of running them costs ramp_a[i] + ramp_b[i] * half_rate_k FLOPs (totals, as
+    # `costmodel_reference.tile_candidates`); empty for other ops (their cost is padded_flops).
+    ramp_a: tuple[float, ...] = ()
+    ramp_b: tuple[float, ...] = ()
 
 
 def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
@@ -105,7 +109,8 @@ def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
     cap = 0.5 * hw["onchip_bytes"]
     c = op.count
     return OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
-                 op.act_bytes * c, op.weight_bytes <= cap, op.act_bytes <= cap, op.name, op.k_steps)
+                 op.act_bytes * c, op.weight_bytes <= cap, op.act_bytes <= cap, op.name,
+                 tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b))
 
 
 def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dtype: str = "fp32") -> list[OpRow]:
@@ -141,14 +146,26 @@ def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dty
             return [_row(softmax_op(hw, p["b"] * p["heads"], p["s"], count=n), hw)]
         raise CalibrationError(choices_message("chain op", p["op"], CHAIN_OPS))
     if kind in ("layer", "student"):
-        from autodistill.costmodel import CostModel
-
         arch = StudentArch.from_dict(p["arch"])
-        est = CostModel(profile, dtype).estimate(arch, int(p["b"]), int(p["s"]))
-        return [OpRow(o.op_class, o.count, o.flops, o.padded_flops, o.vector_flops, o.weight_bytes, o.act_bytes,
-                      o.weights_onchip, o.acts_onchip, o.name, o.k_steps)
-                for o in est.ops if not (kind == "layer" and o.name.startswith("embedding"))]
+        return [r for r in student_ops(arch, profile, int(p["b"]), int(p["s"]), dtype)
+                if not (kind == "layer" and r.name.startswith("embedding"))]
     raise CalibrationError(f"no cost-model ops for case kind {kind!r}; fitted kinds: {', '.join(FIT_KINDS)}")
+
+
+def student_ops(arch: StudentArch, profile: HardwareProfile, batch: int, seq: int, dtype: str) -> list[OpRow]:
+    """A student's ops as `OpRow` totals, from the reference walk (the shipped model's twin)."""
+    from autodistill import costmodel_reference as ref
+
+    hw = profile.resolve(dtype)
+    w_onchip = ref.weight_bytes(arch, False, hw["dtype_bytes"]) <= 0.5 * hw["onchip_bytes"]
+    cap = 0.5 * hw["onchip_bytes"]
+    out = []
+    for op in ref.ops(arch, hw, batch, seq):
+        c = op.count
+        out.append(OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
+                         op.act_bytes * c, w_onchip, op.act_bytes <= cap, op.name,
+                         tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b)))
+    return out
 
 
 # ============================================================================================ the predictor
@@ -166,7 +183,8 @@ class OpMatrix:
     weights_onchip: np.ndarray  # bool
     acts_onchip: np.ndarray  # bool
     n_samples: int
-    k_steps: np.ndarray | None = None  # (n_ops,) padded K a tile loops over; 0: not a matmul
+    ramp_a: np.ndarray | None = None  # (n_ops, ways): way i costs ramp_a + ramp_b * half_rate_k FLOPs
+    ramp_b: np.ndarray | None = None  # (other ops: one way, ramp_a = padded_flops, ramp_b = 0; missing ways inf)
 
     @classmethod
     def from_ops(cls, per_sample: Sequence[Sequence[OpRow]]) -> "OpMatrix":
@@ -180,7 +198,7 @@ class OpMatrix:
         return cls(np.array([i for i, _ in rows], dtype=np.int64), col(lambda r: OP_CLASSES.index(r.op_class), np.int64),
                    col(lambda r: r.count), col(lambda r: r.padded_flops), col(lambda r: r.vector_flops),
                    col(lambda r: r.weight_bytes), col(lambda r: r.act_bytes), col(lambda r: r.weights_onchip, bool),
-                   col(lambda r: r.acts_onchip, bool), len(per_sample), col(lambda r: r.k_steps))
+                   col(lambda r: r.acts_onchip, bool), len(per_sample), *_ways([r for _, r in rows]))
 
     def subset(self, idx: Sequence[int]) -> "OpMatrix":
         idx = np.asarray(idx, dtype=np.int64)
@@ -189,10 +207,27 @@ class OpMatrix:
         keep = remap[self.sample] >= 0
         return OpMatrix(remap[self.sample[keep]], self.cls[keep], self.count[keep], self.padded_flops[keep],
                         self.vector_flops[keep], self.weight_bytes[keep], self.act_bytes[keep],
-                        self.weights_onchip[keep], self.acts_onchip[keep], len(idx), self._k_steps()[keep])
+                        self.weights_onchip[keep], self.acts_onchip[keep], len(idx),
+                        *(None if m is None else m[keep] for m in (self.ramp_a, self.ramp_b)))
 
-    def _k_steps(self) -> np.ndarray:
-        return np.zeros_like(self.count) if self.k_steps is None else self.k_steps
+    def compute_flops(self, half_rate_k: np.ndarray) -> np.ndarray:
+        """Matrix-unit FLOPs of every op under per-class K ramps ``half_rate_k`` (the cheapest way)."""
+        if self.ramp_a is None:
+            return self.padded_flops
+        return np.min(self.ramp_a + self.ramp_b * half_rate_k[self.cls][:, None], axis=1)
+
+
+def _ways(rows: Sequence[OpRow]) -> tuple[np.ndarray, np.ndarray]:
+    n_ways = max([len(r.ramp_a) for r in rows] + [1])
+    a = np.full((len(rows), n_ways), np.inf)
+    b = np.zeros((len(rows), n_ways))
+    for i, r in enumerate(rows):
+        if r.ramp_a:
+            a[i, :len(r.ramp_a)] = r.ramp_a
+            b[i, :len(r.ramp_b)] = r.ramp_b
+        else:
+            a[i, 0] = r.padded_flops
+    return a, b
 
 
 def base_rates(profile: HardwareProfile, dtype: str = "fp32") -> dict[str, float]:
@@ -233,9 +268,7 @@ def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float], r
     th = np.asarray(theta, dtype=np.float64)
     ce, me, ov, k0 = (th[j:_NT * _N_CLS:_NT] for j in range(_NT))
     c = mat.cls
-    ks = mat._k_steps()
-    ramp = np.where(ks > 0, 1.0 + k0[c] / np.where(ks > 0, ks, 1.0), 1.0)
-    compute = mat.padded_flops * ramp / (rates["peak"] * ce[c])
+    compute = mat.compute_flops(k0) / (rates["peak"] * ce[c])
     vector = mat.vector_flops / (rates["vector_peak"] * ce[_VEC])
     bw_w = np.where(mat.weights_onchip, rates["onchip"], rates["hbm"])
     bw_a = np.where(mat.acts_onchip, rates["onchip"], rates["hbm"])

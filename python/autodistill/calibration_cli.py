@@ -109,6 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where to write the measurement table (default: <out stem>_measurements.csv)")
     p.add_argument("--from-measurements", default=None, metavar="CSV",
                    help="refit from a saved measurement table instead of measuring")
+    p.add_argument("--from-ops", default=None, metavar="CSV",
+                   help="fit the base profile's op-class terms to an external per-op table (a profiler export: "
+                        "op, batch, m, n, k or rows, width, dtype, latency_s; see autodistill.op_table) instead of "
+                        "measuring; --test-fraction of its rows are held out and reported")
     p.add_argument("--add-to", default=None, metavar="CSV",
                    help="fit this earlier measurement table too (for instance the profile's own), so that new "
                         "cases extend a calibration: e.g. `--suite tiny --student-sources small` adds students of "
@@ -144,6 +148,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CalibrationError(f"--budget-s {args.budget_s} must be > 0")
     if args.from_measurements is not None and not Path(args.from_measurements).is_file():
         raise CalibrationError(f"--from-measurements file {args.from_measurements!r} does not exist")
+    if args.from_ops is not None and args.from_measurements is not None:
+        raise CalibrationError("give --from-ops or --from-measurements, not both")
     if args.add_to is not None and not Path(args.add_to).is_file():
         raise CalibrationError(f"--add-to file {args.add_to!r} does not exist")
     if args.max_student_gflops is not None and not args.max_student_gflops > 0:
@@ -160,6 +166,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     _check_args(args)
     base = load_profile(args.base)
+    if args.from_ops is not None:
+        return _calibrate_from_ops(args, base)
     if args.dtype not in base.peak_flops_per_s:
         raise CalibrationError(f"--dtype {args.dtype!r} has no peak in profile {base.name!r}; "
                                f"valid: {', '.join(base.dtypes)}")
@@ -193,6 +201,30 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(json.dumps(rep.summary(), indent=2, default=float))
     else:
         print(rep.format())
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _calibrate_from_ops(args: argparse.Namespace, base) -> int:
+    from autodistill.hardware import save_profile
+    from autodistill.op_table import fit_op_table, read_op_table
+
+    samples = read_op_table(args.from_ops)
+    fit = fit_op_table(samples, base, name=Path(args.out).stem, test_fraction=args.test_fraction, seed=args.seed,
+                       roofline=args.roofline, source=f"autodistill calibrate --from-ops {Path(args.from_ops).name}")
+    save_profile(fit.profile, args.out)
+    summary = {"roofline": fit.roofline, "n_train": fit.n_train, "n_test": fit.n_test, "train": dict(fit.train),
+               "heldout": dict(fit.heldout), "heldout_by_op": {k: dict(v) for k, v in fit.by_kind.items()}}
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        print(f"fitted {fit.n_train} op rows of {args.from_ops} onto {base.name} (roofline {fit.roofline}); "
+              f"{fit.n_test} held out")
+        for label, acc in [("training rows", fit.train), ("held-out rows", fit.heldout)] + [
+                (f"held-out {k}", v) for k, v in fit.by_kind.items()]:
+            if acc:
+                print(f"{label:22s} n={acc['n']:<5d} MAPE={100 * acc['mape']:6.2f}%  "
+                      f"within10={100 * acc['within_10pct']:5.1f}%")
         print(f"wrote {args.out}")
     return 0
 

@@ -16,15 +16,20 @@ weight bytes and activation bytes. Its time is the roofline::
 where ``combine`` is the profile's ``roofline``: ``max`` (the default: compute,
 vector and memory traffic overlap perfectly) or ``sum`` (they do not overlap).
 
-Matmuls (classes ``matmul`` and ``attention``) are shape-aware (see `tile_work`):
+Matmuls (classes ``matmul`` and ``attention``) are shape-aware (see `tile_candidates`):
 
-* with ``parallel_units`` U > 0 in the profile, output tiles ``tile_m x tile_n`` spread over U
-  units in waves, so ``padded_flops`` is ``ceil(tiles / U) * U`` tiles' worth of work; a matmul of
-  under one wave splits K (1..16 ways, K per split at least `MIN_SPLIT_K`) where that needs fewer
-  tile steps, paying the partial sums' traffic as activation bytes; U = 0 pads M, N, K only;
-* a tile's main loop over K runs at ``K / (K + half_rate_k[class])`` of the class's rate: the
-  compute term is ``padded_flops * (1 + half_rate_k / k_steps) / (peak * ce)``, where
-  ``k_steps`` is the padded K one tile loops over.
+* with ``parallel_units`` U > 0 in the profile, output tiles ``tile_m x tile_n`` run on U units in
+  waves, and K may be split s ways (`SPLITS`: each split is a tile of its own, and pays
+  `SPLIT_COST_K` steps of K per split for its partial sums): a way of running the matmul costs
+  ``2 * ceil(tiles * s / U) * U * tile_m * tile_n * (ceil_k(K / s) + split cost + half_rate_k)``
+  FLOPs of matrix-unit time, and the matmul takes the cheapest way; U = 0 pads M, N, K only:
+  ``2 * Mp * Np * (Kp + half_rate_k)``;
+* ``half_rate_k[class]`` is the K ramp: a tile's loop over K costs as much as that many more steps
+  of K (prologue, epilogue, pipeline fill), so small-K matmuls run far below peak.
+
+Every way's cost is nondecreasing in M, N and K, so the cheapest is too: a wider or longer student
+never gets a lower estimate. ``padded_flops`` in a breakdown is the chosen way's work without the
+ramp (whole waves of tiles, split costs included).
 
 ``bw_w`` is the on-chip bandwidth when every non-embedding weight fits in half
 the on-chip memory (pinned, as on TPUv4i's CMEM), else HBM bandwidth; ``bw_a``
@@ -59,40 +64,44 @@ class OpShape:
     vector_flops: float = 0.0
     weight_bytes: float = 0.0
     act_bytes: float = 0.0
-    k_steps: float = 0.0  # padded K one output tile loops over (after any split); 0: not a matmul
+    # Matmuls only: way i of running it costs ramp_a[i] + ramp_b[i] * half_rate_k FLOPs (`tile_candidates`).
+    ramp_a: tuple[float, ...] = ()
+    ramp_b: tuple[float, ...] = ()
 
 
-#: Split-K never leaves a split with fewer than this many elements of K.
-MIN_SPLIT_K = 256
-#: Split-K factors tried for matmuls of under one wave.
-SPLITS = (2, 4, 8, 16)
+#: Ways to split K tried for a matmul on parallel units (1: no split).
+SPLITS = (1, 2, 4, 8, 16)
+#: Steps of K each split costs every tile for its partial sums (estimate: writing, re-reading and
+#: adding a tile of partial outputs costs about as much as 16 steps of the tile's main loop).
+SPLIT_COST_K = 16.0
 
 
-def tile_work(hw: Mapping[str, float], groups: float, m: int, n: int, k: int) -> tuple[float, float, float]:
-    """``(padded_flops, k_steps, extra_bytes)`` of ``groups`` independent ``(m, k) @ (k, n)`` matmuls.
-
-    Without parallel units: M, N, K padded to the tile. With U units: whole waves of output tiles, and
-    for a matmul of under one wave the split of K (`SPLITS`) with the fewest tile steps
-    ``waves * (K per split)``; a split of s writes and re-reads s partial outputs (``extra_bytes``).
-    """
+def tile_candidates(hw: Mapping[str, float], groups: float, m: int, n: int, k: int
+                    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(a, b)`` of ``groups`` independent ``(m, k) @ (k, n)`` matmuls: way i costs ``a[i] + b[i] * k0``
+    FLOPs of matrix-unit time, for the class's K ramp ``k0`` (see the module docstring)."""
     tm, tn, tk = hw["tile_m"], hw["tile_n"], hw["tile_k"]
-    kp = pad(k, tk)
     units = hw["parallel_units"]
     if units <= 0:
-        return 2.0 * groups * pad(m, tm) * kp * pad(n, tn), kp, 0.0
+        area = 2.0 * groups * pad(m, tm) * pad(n, tn)
+        return (area * pad(k, tk),), (area,)
     tiles = groups * float(-(-m // int(tm))) * float(-(-n // int(tn)))
-    best_steps, best_s, best_ks = math.ceil(tiles / units) * kp, 1, kp
-    if tiles < units:
-        for s in SPLITS:
-            ks = pad(-(-k // s), tk)
-            if ks < MIN_SPLIT_K:
-                break
-            steps = math.ceil(tiles * s / units) * ks
-            if steps < best_steps:
-                best_steps, best_s, best_ks = steps, s, ks
-    waves = best_steps / best_ks
-    extra = 2.0 * best_s * groups * float(m) * float(n) * hw["dtype_bytes"] if best_s > 1 else 0.0
-    return 2.0 * waves * units * tm * tn * best_ks, best_ks, extra
+    a, b = [], []
+    for s in SPLITS:
+        per_step = 2.0 * math.ceil(tiles * s / units) * units * tm * tn
+        a.append(per_step * (pad(-(-k // s), tk) + (SPLIT_COST_K * s if s > 1 else 0.0)))
+        b.append(per_step)
+    return tuple(a), tuple(b)
+
+
+def matmul_flops(ramp_a: tuple[float, ...], ramp_b: tuple[float, ...], half_rate_k: float) -> tuple[float, int]:
+    """The cheapest way's FLOPs with the ramp, and its index (0 for an op with no ways)."""
+    best, arg = 0.0, 0
+    for i, (a, b) in enumerate(zip(ramp_a, ramp_b)):
+        v = a + b * half_rate_k
+        if i == 0 or v < best:
+            best, arg = v, i
+    return best, arg
 
 
 def pad(x: int, tile: float) -> float:
@@ -124,15 +133,15 @@ def dense_op(hw: Mapping[str, float], m: int, k: int, n: int, epi: float, residu
     """An ``(m, k) @ (k, n)`` matmul with a fused epilogue of ``epi`` FLOPs per output (one instance)."""
     db = hw["dtype_bytes"]
     M, K, N = float(m), float(k), float(n)
-    padded, k_steps, extra = tile_work(hw, 1.0, m, n, k)
+    a, b = tile_candidates(hw, 1.0, m, n, k)
     return OpShape(
         name, "matmul", count,
         flops=2.0 * M * K * N,
-        padded_flops=padded,
+        padded_flops=a[0],
         vector_flops=M * N * epi,
         weight_bytes=(K * N + (N if bias else 0.0) + (2.0 * N if norm else 0.0)) * db,
-        act_bytes=(M * K + M * N + (M * N if residual else 0.0)) * db + extra,
-        k_steps=k_steps,
+        act_bytes=(M * K + M * N + (M * N if residual else 0.0)) * db,
+        ramp_a=a, ramp_b=b,
     )
 
 
@@ -141,17 +150,17 @@ def attention_ops(hw: Mapping[str, float], batch_heads: float, seq: int, d: int,
     """Scores, softmax and context of ``batch_heads`` independent ``(seq, d)`` heads (one instance each)."""
     db = hw["dtype_bytes"]
     B, S, D = float(batch_heads), float(seq), float(d)
-    sc_pad, sc_k, sc_extra = tile_work(hw, B, seq, seq, d)
-    cx_pad, cx_k, cx_extra = tile_work(hw, B, seq, d, seq)
+    sa, sb = tile_candidates(hw, B, seq, seq, d)
+    ca, cb = tile_candidates(hw, B, seq, d, seq)
     return (
         OpShape("attention_scores", "attention", count,
-                flops=2.0 * B * S * D * S, padded_flops=sc_pad,
-                vector_flops=B * S * S * SCALE_MASK_FLOPS, act_bytes=(2.0 * B * S * D + B * S * S) * db + sc_extra,
-                k_steps=sc_k),
+                flops=2.0 * B * S * D * S, padded_flops=sa[0],
+                vector_flops=B * S * S * SCALE_MASK_FLOPS, act_bytes=(2.0 * B * S * D + B * S * S) * db,
+                ramp_a=sa, ramp_b=sb),
         softmax_op(hw, B, seq, count),
         OpShape("attention_context", "attention", count,
-                flops=2.0 * B * S * S * D, padded_flops=cx_pad,
-                act_bytes=(B * S * S + 2.0 * B * S * D) * db + cx_extra, k_steps=cx_k),
+                flops=2.0 * B * S * S * D, padded_flops=ca[0],
+                act_bytes=(B * S * S + 2.0 * B * S * D) * db, ramp_a=ca, ramp_b=cb),
     )
 
 
@@ -229,7 +238,6 @@ class OpEstimate:
     act_bytes: float
     weights_onchip: bool
     acts_onchip: bool
-    k_steps: float  # per instance: padded K one output tile loops over; 0: not a matmul
     compute_s: float
     vector_s: float
     memory_s: float
@@ -254,10 +262,6 @@ class OpEstimate:
 RefOp = OpEstimate  # the reference's name for it
 
 
-def ramp(half_rate_k: float, k_steps: float) -> float:
-    """How much longer a tile loop over ``k_steps`` of K takes than at full rate: ``1 + k0 / k_steps``."""
-    return 1.0 + half_rate_k / k_steps if k_steps > 0 else 1.0
-
 
 def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int = 128, *,
              dtype: str | None = None, mlm_head: bool = False) -> tuple[float, list[RefOp]]:
@@ -274,7 +278,12 @@ def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int 
         acts_onchip = op.act_bytes <= act_capacity
         bw_w = onchip_bw if weights_onchip else hw["hbm_bytes_per_s"]
         bw_a = onchip_bw if acts_onchip else hw["hbm_bytes_per_s"]
-        compute_s = op.padded_flops * ramp(hw[f"{op.op_class}_half_rate_k"], op.k_steps) / (hw["peak_flops_per_s"] * ce)
+        padded = op.padded_flops
+        compute_flops = padded
+        if op.ramp_a:
+            compute_flops, way = matmul_flops(op.ramp_a, op.ramp_b, hw[f"{op.op_class}_half_rate_k"])
+            padded = op.ramp_a[way]
+        compute_s = compute_flops / (hw["peak_flops_per_s"] * ce)
         vector_s = op.vector_flops / (hw["vector_flops_per_s"] * hw["vector_compute_efficiency"])
         memory_s = op.weight_bytes / (bw_w * me) + op.act_bytes / (bw_a * me)
         overhead_s = hw[f"{op.op_class}_overhead_s"]
@@ -283,8 +292,8 @@ def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int 
         else:
             latency_s = max(compute_s, vector_s, memory_s) + overhead_s
         c = op.count
-        out.append(RefOp(op.name, op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c,
-                         op.weight_bytes * c, op.act_bytes * c, weights_onchip, acts_onchip, op.k_steps, compute_s * c,
+        out.append(RefOp(op.name, op.op_class, c, op.flops * c, padded * c, op.vector_flops * c,
+                         op.weight_bytes * c, op.act_bytes * c, weights_onchip, acts_onchip, compute_s * c,
                          vector_s * c, memory_s * c, overhead_s * c, latency_s * c))
         total += latency_s * c
     assert math.isfinite(total)
@@ -297,4 +306,4 @@ def latency_s(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int
 
 
 __all__ = ["OP_CLASSES", "OpEstimate", "OpShape", "RefOp", "attention_ops", "dense_op", "estimate", "latency_s", "ops",
-           "pad", "ramp", "softmax_op", "tile_work", "weight_bytes", "MIN_SPLIT_K", "SPLITS"]
+           "matmul_flops", "pad", "softmax_op", "tile_candidates", "weight_bytes", "SPLITS", "SPLIT_COST_K"]

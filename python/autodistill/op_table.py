@@ -13,7 +13,7 @@ columns (`COLUMNS`; extra columns are ignored):
     flops_per_element  elementwise only, optional (default 1)
 
 Each row becomes the cost model's op of that shape (`costmodel_reference.dense_op` and
-`tile_work`, so waves, split-K and the K ramp apply as in a student): ``matmul`` is the
+`tile_candidates`, so waves, split-K and the K ramp apply as in a student): ``matmul`` is the
 ``matmul`` class, ``bmm`` the ``attention`` class (attention's batched matmuls), and the row ops
 the ``vector`` class. `fit_op_table` fits the class terms to the rows with the same predictor
 `autodistill.calibration` fits students with, and reports held-out error on a seeded split.
@@ -31,9 +31,9 @@ import numpy as np
 from autodistill.calibration import (
     PARAM_NAMES, OpMatrix, OpRow, accuracy, base_rates, calibration_of, fit_terms, predict, theta_of,
 )
-from autodistill.costmodel_reference import LAYER_NORM_FLOPS, SOFTMAX_FLOPS, dense_op, tile_work
+from autodistill.costmodel_reference import LAYER_NORM_FLOPS, SOFTMAX_FLOPS, dense_op, tile_candidates
 from autodistill.errors import CalibrationError, choices_message
-from autodistill.hardware import DTYPE_BYTES, DTYPES, ROOFLINES, HardwareProfile
+from autodistill.hardware import DTYPES, ROOFLINES, HardwareProfile
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,12 +147,12 @@ def sample_op(s: OpSample, hw: Mapping[str, Any]) -> OpRow:
     if s.op == "matmul":
         op = dense_op(hw, s.batch * s.m, s.k, s.n, 0.0, False, False, bias=False, name="matmul")
         return OpRow("matmul", 1.0, op.flops, op.padded_flops, 0.0, op.weight_bytes, op.act_bytes,
-                     op.weight_bytes <= cap, op.act_bytes <= cap, "matmul", op.k_steps)
+                     op.weight_bytes <= cap, op.act_bytes <= cap, "matmul", op.ramp_a, op.ramp_b)
     if s.op == "bmm":
         B, M, N, K = float(s.batch), float(s.m), float(s.n), float(s.k)
-        padded, k_steps, extra = tile_work(hw, B, s.m, s.n, s.k)
-        ab = B * (M * K + K * N + M * N) * db + extra
-        return OpRow("attention", 1.0, 2.0 * B * M * N * K, padded, 0.0, 0.0, ab, True, ab <= cap, "bmm", k_steps)
+        a, b = tile_candidates(hw, B, s.m, s.n, s.k)
+        ab = B * (M * K + K * N + M * N) * db
+        return OpRow("attention", 1.0, 2.0 * B * M * N * K, a[0], 0.0, 0.0, ab, True, ab <= cap, "bmm", a, b)
     elems = float(s.rows) * float(s.width)
     if s.op == "layernorm":
         flops, ab, wb = LAYER_NORM_FLOPS * elems, 2.0 * elems * db, 2.0 * s.width * db
@@ -160,7 +160,7 @@ def sample_op(s: OpSample, hw: Mapping[str, Any]) -> OpRow:
         flops, ab, wb = SOFTMAX_FLOPS * elems, 2.0 * elems * db, 0.0
     else:
         flops, ab, wb = s.flops_per_element * elems, (s.inputs + 1.0) * elems * db, 0.0
-    return OpRow("vector", 1.0, 0.0, 0.0, flops, wb, ab, True, ab <= cap, s.op, 0.0)
+    return OpRow("vector", 1.0, 0.0, 0.0, flops, wb, ab, True, ab <= cap, s.op)
 
 
 def op_matrix(samples: Sequence[OpSample], profile: HardwareProfile) -> OpMatrix:
@@ -222,7 +222,7 @@ def fit_op_table(samples: Sequence[OpSample], base: HardwareProfile, *, name: st
         if dt not in base.peak_flops_per_s:
             raise CalibrationError(f"profile {base.name!r} has no peak for dtype {dt!r} used by the table; "
                                    f"valid choices: {', '.join(base.dtypes)}")
-    if len({DTYPE_BYTES[d] for d in dtypes}) > 1 or len(dtypes) > 1:
+    if len(dtypes) > 1:
         raise CalibrationError(f"one dtype per fitted profile; the table has {dtypes}")
     dtype = dtypes[0]
     mat = op_matrix(samples, base)
