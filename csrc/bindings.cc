@@ -39,6 +39,19 @@ Hardware hardware_from_kwargs(const py::kwargs& kw) {
       hw.roofline = roofline_from(item.second);
       continue;
     }
+    if (key.size() > 9 && key.compare(key.size() - 9, 9, "_residual") == 0) {
+      const std::string cls = key.substr(0, key.size() - 9);
+      int c = 0;
+      while (c < kNumOpClasses && cls != kOpClassNames[c]) ++c;
+      if (c == kNumOpClasses) throw py::value_error("unknown hardware field '" + key + "'");
+      const auto vals = py::cast<std::vector<double>>(item.second);
+      if (!vals.empty() && static_cast<int>(vals.size()) != kResidualLen) {
+        throw py::value_error(key + " must have 0 or " + std::to_string(kResidualLen) + " values");
+      }
+      hw.terms[c].n_residual = static_cast<int>(vals.size());
+      for (size_t i = 0; i < vals.size(); ++i) hw.terms[c].residual[i] = vals[i];
+      continue;
+    }
     const double v = py::cast<double>(item.second);
     if (key == "peak_flops_per_s") hw.peak_flops_per_s = v;
     else if (key == "vector_flops_per_s") hw.vector_flops_per_s = v;
@@ -103,6 +116,7 @@ py::dict estimate_one(const Array& row, const Hardware& hw, int64_t batch, int64
     d["vector_s"] = op.vector_s;
     d["memory_s"] = op.memory_s;
     d["overhead_s"] = op.overhead_s;
+    d["shape_factor"] = op.shape_factor;
     d["latency_s"] = op.latency_s;
     ops.append(std::move(d));
   }

@@ -139,6 +139,13 @@ def test_calibrate_end_to_end_on_synthetic_measurements(base, tmp_path) -> None:
     text = rep.format()
     assert "held-out students, calibrated" in text and "spec-only" in text
     json.dumps(rep.summary(), default=float)
+    # the interval the profile's estimates carry: the central 90% of the held-out ratios
+    band = rep.profile.error_band()
+    ratios = rep.predictions.query("split == 'test'").eval("measured_s / predicted_s")
+    assert band.n == 12 and band.level == 0.9 and "held-out students" in band.source
+    assert band.low == pytest.approx(np.quantile(ratios, 0.05), abs=1e-4)
+    assert band.high == pytest.approx(np.quantile(ratios, 0.95), abs=1e-4)
+    assert 0.95 < band.low < 1.0 < band.high < 1.05  # 1% noise: a narrow band
     # profile round trip, header comments included
     path = calibration_cli.write_profile(rep, tmp_path / "synthetic.toml")
     back = load_profile(path)

@@ -18,6 +18,8 @@ from autodistill.hardware import (
     save_profile,
 )
 
+from autodistill.arch import reference_arch
+
 REQUIRED = ("tpu_v4i", "tpu_v4", "tpu_v3", "a100", "h100", "cpu_generic")
 
 
@@ -115,3 +117,27 @@ def test_profile_path_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("AUTODISTILL_PROFILE_PATH", str(tmp_path))
     assert "my_gpu" in list_profiles()
     assert load_profile("my_gpu").peak_flops_per_s == p.peak_flops_per_s
+
+
+def test_error_band_spec_only_default_and_calibrated(tmp_path) -> None:
+    from autodistill.costmodel import CostModel
+    from autodistill.hardware import SPEC_ONLY_BAND, ErrorBand
+
+    spec = load_profile("tpu_v4i")
+    est = CostModel(spec).estimate(reference_arch("mobilebert"), 1, 128)
+    assert est.interval_s == pytest.approx((est.latency_s * SPEC_ONLY_BAND[0], est.latency_s * SPEC_ONLY_BAND[1]))
+    assert "spec-only" in est.interval_source and est.interval_level == 0.9
+    cal = Calibration({c: ClassTerms() for c in OP_CLASSES}, fitted=True,
+                      interval=ErrorBand(0.92, 1.16, 0.9, 45, "held-out students (n=45)"))
+    prof = spec.with_calibration(cal, name="banded")
+    est2 = CostModel(prof).estimate(reference_arch("mobilebert"), 1, 128)
+    assert est2.interval_s == pytest.approx((0.92 * est2.latency_s, 1.16 * est2.latency_s))
+    path = save_profile(prof, tmp_path / "banded.toml")
+    assert load_profile(path).calibration.interval == cal.interval
+    bad = path.read_text().replace("interval_low = 0.92", "interval_low = 1.5")
+    (tmp_path / "bad.toml").write_text(bad)
+    with pytest.raises(ProfileError, match=r"interval_low=1.5 must not exceed interval_high=1.16"):
+        load_profile(tmp_path / "bad.toml")
+    (tmp_path / "half.toml").write_text(path.read_text().replace("interval_high = 1.16\n", ""))
+    with pytest.raises(ProfileError, match="interval_low and interval_high go together"):
+        load_profile(tmp_path / "half.toml")

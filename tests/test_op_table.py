@@ -168,3 +168,47 @@ def test_bench_gpu_ops_json(shared_data):
     assert all(set(r) == {"device", "op", "method", "n_test", "mape", "within_10pct", "noise"} for r in rows)
     assert all(r["n_test"] >= 250 and 0 <= r["within_10pct"] <= 1 and math.isfinite(r["mape"]) for r in ops)
     assert any(r["op"].startswith("bert_large") for r in rows)
+
+
+# ------------------------------------------------------------------ the bounded shape residual
+def _matmul_rows(n, seed, effect):
+    """Matmul rows timed by a100_pcie_40gb's spec model, times exp(effect(M, N, K)) and 1% noise."""
+    base = load_profile("a100_pcie_40gb")
+    rng = np.random.default_rng(seed)
+    samples = [OpSample("matmul", "fp32", 1.0, m=int(2 ** rng.uniform(6, 14)), n=int(2 ** rng.uniform(6, 14)),
+                        k=int(2 ** rng.uniform(6, 14))) for _ in range(n)]
+    t = predict(theta_of(base), op_matrix(samples, base), base_rates(base, "fp32"), "max")
+    t = t * np.exp([effect(s.m, s.n, s.k) for s in samples]) * np.exp(rng.normal(0, 0.01, n))
+    return base, [dataclasses.replace(s, latency_s=float(v)) for s, v in zip(samples, t)]
+
+
+def test_residual_kept_where_shapes_matter_and_round_trips(tmp_path):
+    base, rows = _matmul_rows(300, 5, lambda m, n, k: 0.06 * (math.log2(n) - 10))  # wide N slower, narrow faster
+    with_res = fit_op_table(rows, base, roofline="max", seed=0)
+    without = fit_op_table(rows, base, roofline="max", seed=0, residual=False)
+    assert with_res.residuals["matmul"].startswith("kept")
+    assert with_res.heldout["mape"] < 0.7 * without.heldout["mape"]
+    from autodistill.hardware import save_profile
+    path = save_profile(with_res.profile, tmp_path / "p.toml")
+    again = load_profile(str(path))
+    assert again.calibration.residuals == with_res.profile.calibration.residuals
+    from autodistill.costmodel import CostModel
+    from autodistill import reference_arch
+    a = reference_arch("bert-base")
+    assert CostModel(again, "fp32").latency_s(a, 2, 64) == pytest.approx(ref.latency_s(a, again, 2, 64, dtype="fp32"),
+                                                                          rel=1e-9)
+
+
+def test_residual_not_kept_on_noise_alone():
+    base, rows = _matmul_rows(300, 6, lambda m, n, k: 0.0)
+    fit = fit_op_table(rows, base, roofline="max", seed=0)
+    assert fit.residuals["matmul"].startswith("not kept")
+    assert "matmul" not in fit.profile.calibration.residuals
+
+
+def test_bad_residual_in_a_profile_is_named(tmp_path):
+    text = (REPO / "profiles" / "a100_pcie_40gb.toml").read_text()
+    (tmp_path / "bad.toml").write_text(text + "\n[calibration]\nmatmul_residual = [0.1, 0.2]\n")
+    from autodistill.errors import ProfileError
+    with pytest.raises(ProfileError, match=r"bad.toml: \[calibration\] matmul_residual must be 21 finite numbers"):
+        load_profile(str(tmp_path / "bad.toml"))

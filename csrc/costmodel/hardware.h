@@ -21,11 +21,20 @@ inline constexpr const char* kRooflineNames[kNumRooflines] = {"max", "sum"};
 //   time = combine(flops / (peak * compute_efficiency), bytes / (bandwidth * memory_efficiency)) + overhead_s
 // where combine is max or sum (see Roofline).
 // A matmul tile's loop over K runs at K / (K + half_rate_k) of the class's rate (0: no ramp).
+// The bounded shape residual of a matmul class: piecewise-linear terms of log2 M, N and K at the knots
+// kResidualKnot0 + i * kResidualKnotStep (i < kResidualKnots), flat beyond the end knots; the op's time is
+// multiplied by exp(clip(sum, +-kResidualMaxLog)). n_residual is 0 (none) or kResidualLen.
+inline constexpr int kResidualKnots = 7;
+inline constexpr int kResidualLen = 3 * kResidualKnots;
+inline constexpr double kResidualKnot0 = 4.0, kResidualKnotStep = 2.0, kResidualMaxLog = 0.5;
+
 struct ClassTerms {
   double compute_efficiency = 1.0;
   double memory_efficiency = 1.0;
   double overhead_s = 0.0;
   double half_rate_k = 0.0;
+  int n_residual = 0;
+  double residual[kResidualLen] = {};
 };
 
 struct Hardware {

@@ -68,14 +68,31 @@ TileWays tile_candidates(const Hardware& hw, double groups, int64_t m, int64_t n
   return w;
 }
 
-// An op before costing: shapes turned into work and bytes for ONE instance. `ways` is set for matmuls.
+// An op before costing: shapes turned into work and bytes for ONE instance. `ways` and `dims` (M, N, K of
+// one group) are set for matmuls.
 struct OpShape {
   const char* name;
   OpClass cls;
   double count;
   double flops, padded_flops, vector_flops, weight_bytes, act_bytes;
   TileWays ways;
+  int64_t dims[3];
 };
+
+// Mirrors costmodel_reference.log_residual.
+double log_residual(const ClassTerms& t, const int64_t* dims) {
+  if (t.n_residual == 0 || dims[0] <= 0) return 0.0;
+  const double last = kResidualKnot0 + kResidualKnotStep * (kResidualKnots - 1);
+  double r = 0.0;
+  for (int d = 0; d < 3; ++d) {
+    const double x = std::min(std::max(std::log2(static_cast<double>(dims[d])), kResidualKnot0), last);
+    const int j = std::min(static_cast<int>(std::floor((x - kResidualKnot0) / kResidualKnotStep)), kResidualKnots - 2);
+    const double kj = kResidualKnot0 + kResidualKnotStep * j, kj1 = kResidualKnot0 + kResidualKnotStep * (j + 1);
+    const double u = (x - kj) / (kj1 - kj);
+    r += (1.0 - u) * t.residual[d * kResidualKnots + j] + u * t.residual[d * kResidualKnots + j + 1];
+  }
+  return std::min(std::max(r, -kResidualMaxLog), kResidualMaxLog);
+}
 
 // Precomputed per call: reciprocals of effective rates and the residency decisions.
 struct Rates {
@@ -86,6 +103,7 @@ struct Rates {
   double inv_mem_a_hbm[kNumOpClasses];
   double overhead[kNumOpClasses];
   double half_rate_k[kNumOpClasses];
+  const ClassTerms* terms;
   double act_capacity;
   bool weights_onchip;
   bool sum_roofline;  // combine the terms by sum instead of max
@@ -97,6 +115,7 @@ Rates make_rates(const Arch& a, const Hardware& hw, const Workload& w) {
   r.weights_onchip = weight_bytes(a, w, hw.dtype_bytes) <= 0.5 * hw.onchip_bytes;
   r.act_capacity = 0.5 * hw.onchip_bytes;
   r.sum_roofline = hw.roofline == Roofline::kSum;
+  r.terms = hw.terms;
   const double vec_eff = hw.terms[static_cast<int>(OpClass::kVector)].compute_efficiency;
   r.inv_vector = 1.0 / (hw.vector_flops_per_s * vec_eff);
   for (int c = 0; c < kNumOpClasses; ++c) {
@@ -112,7 +131,7 @@ Rates make_rates(const Arch& a, const Hardware& hw, const Workload& w) {
 }
 
 struct Costed {
-  double padded_flops, compute_s, vector_s, memory_s, overhead_s, latency_s;
+  double padded_flops, compute_s, vector_s, memory_s, overhead_s, shape_factor, latency_s;
   bool acts_onchip;
 };
 
@@ -135,6 +154,8 @@ inline Costed cost(const OpShape& op, const Rates& r) {
   k.latency_s = (r.sum_roofline ? k.compute_s + k.vector_s + k.memory_s
                                 : std::max(k.compute_s, std::max(k.vector_s, k.memory_s))) +
                 k.overhead_s;
+  k.shape_factor = op.ways.n > 0 ? std::exp(log_residual(r.terms[c], op.dims)) : 1.0;
+  k.latency_s *= k.shape_factor;
   return k;
 }
 
@@ -154,7 +175,7 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   auto dense = [&](const char* name, double count, int64_t k, int64_t n, double epi_flops, bool residual,
                    bool norm) {
     const double K = static_cast<double>(k), N = static_cast<double>(n);
-    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0, {}};
+    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0, {}, {m, n, k}};
     op.ways = tile_candidates(hw, 1.0, m, n, k);
     op.flops = 2.0 * M * K * N;
     op.padded_flops = op.ways.a[0];
@@ -169,7 +190,7 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double E = static_cast<double>(a.embedding), H = static_cast<double>(h);
     const bool project = a.mobilebert && (a.trigram || a.embedding != a.hidden);
-    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0, {}};
+    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0, {}, {0, 0, 0}};
     g.act_bytes = (M * E + 2.0 * M * H + M * static_cast<double>(a.embedding_input())) * db;
     g.vector_flops = project ? 0.0 : M * H * (2.0 + ln);  // adds + norm fuse into the gather when no projection
     sink(g);
@@ -188,16 +209,16 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double B = static_cast<double>(w.batch) * static_cast<double>(heads);
     const double S = static_cast<double>(w.seq), D = static_cast<double>(d);
-    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}};
+    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}, {w.seq, w.seq, d}};
     sc.ways = tile_candidates(hw, B, w.seq, w.seq, d);
     sc.flops = 2.0 * B * S * D * S;
     sc.padded_flops = sc.ways.a[0];
     sc.vector_flops = B * S * S * kScaleMaskFlops;
     sc.act_bytes = (2.0 * B * S * D + B * S * S) * db;
     sink(sc);
-    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db, {}};
+    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db, {}, {0, 0, 0}};
     sink(sm);
-    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}};
+    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}, {w.seq, d, w.seq}};
     cx.ways = tile_candidates(hw, B, w.seq, d, w.seq);
     cx.flops = 2.0 * B * S * S * D;
     cx.padded_flops = cx.ways.a[0];
@@ -245,6 +266,10 @@ std::string validate_hardware(const Hardware& hw) {
     if (!pos(t.memory_efficiency)) return n + "_memory_efficiency=" + fmt(t.memory_efficiency) + " must be finite and > 0";
     if (!(std::isfinite(t.overhead_s) && t.overhead_s >= 0)) return n + "_overhead_s=" + fmt(t.overhead_s) + " must be finite and >= 0";
     if (!(std::isfinite(t.half_rate_k) && t.half_rate_k >= 0 && t.half_rate_k <= 65536)) return n + "_half_rate_k=" + fmt(t.half_rate_k) + " must be in 0..65536";
+    if (t.n_residual != 0 && t.n_residual != kResidualLen) return n + "_residual must have 0 or " + std::to_string(kResidualLen) + " values";
+    for (int i = 0; i < t.n_residual; ++i) {
+      if (!(std::isfinite(t.residual[i]) && std::abs(t.residual[i]) <= 4.0)) return n + "_residual[" + std::to_string(i) + "]=" + fmt(t.residual[i]) + " must be finite, in [-4, 4]";
+    }
   }
   return {};
 }
@@ -343,6 +368,7 @@ Estimate estimate(const Arch& a, const Hardware& hw, const Workload& w) {
     c.vector_s = k.vector_s * op.count;
     c.memory_s = k.memory_s * op.count;
     c.overhead_s = k.overhead_s * op.count;
+    c.shape_factor = k.shape_factor;
     c.latency_s = k.latency_s * op.count;
     total += c.latency_s;
     e.ops.push_back(std::move(c));

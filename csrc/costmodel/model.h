@@ -48,6 +48,7 @@ struct OpCost {
   double vector_s = 0;
   double memory_s = 0;
   double overhead_s = 0;
+  double shape_factor = 1;   // the class's fitted shape residual at this op: latency_s includes it as a factor
   double latency_s = 0;
 };
 

@@ -48,7 +48,8 @@ from autodistill.costmodel_reference import (  # elementwise FLOPs per element a
 )
 from autodistill.errors import CalibrationError, choices_message
 from autodistill.hardware import (
-    CLASS_TERMS, MAX_HALF_RATE_K, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, HardwareProfile,
+    CLASS_TERMS, INTERVAL_LEVEL, MAX_HALF_RATE_K, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, ErrorBand,
+    HardwareProfile,
 )
 from autodistill.measure import CHAIN_OPS, FIT_KINDS  # the case kinds (measure.py imports numpy only)
 
@@ -100,6 +101,13 @@ class OpRow:
     # `costmodel_reference.tile_candidates`); empty for other ops (their cost is padded_flops).
     ramp_a: tuple[float, ...] = ()
     ramp_b: tuple[float, ...] = ()
+    log_residual: float = 0.0  # the profile's shape residual at this op (its time is scaled by exp of it)
+
+
+def _residual(op: OpShape, hw: Mapping[str, Any]) -> float:
+    from autodistill.costmodel_reference import log_residual
+
+    return log_residual(hw.get(f"{op.op_class}_residual", ()), op.dims) if op.ramp_a else 0.0
 
 
 def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
@@ -110,7 +118,7 @@ def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
     c = op.count
     return OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
                  op.act_bytes * c, op.weight_bytes <= cap, op.act_bytes <= cap, op.name,
-                 tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b))
+                 tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b), _residual(op, hw))
 
 
 def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dtype: str = "fp32") -> list[OpRow]:
@@ -164,7 +172,7 @@ def student_ops(arch: StudentArch, profile: HardwareProfile, batch: int, seq: in
         c = op.count
         out.append(OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
                          op.act_bytes * c, w_onchip, op.act_bytes <= cap, op.name,
-                         tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b)))
+                         tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b), _residual(op, hw)))
     return out
 
 
@@ -185,6 +193,7 @@ class OpMatrix:
     n_samples: int
     ramp_a: np.ndarray | None = None  # (n_ops, ways): way i costs ramp_a + ramp_b * half_rate_k FLOPs
     ramp_b: np.ndarray | None = None  # (other ops: one way, ramp_a = padded_flops, ramp_b = 0; missing ways inf)
+    log_residual: np.ndarray | None = None  # (n_ops,) the profile's shape residual at each op
 
     @classmethod
     def from_ops(cls, per_sample: Sequence[Sequence[OpRow]]) -> "OpMatrix":
@@ -198,7 +207,8 @@ class OpMatrix:
         return cls(np.array([i for i, _ in rows], dtype=np.int64), col(lambda r: OP_CLASSES.index(r.op_class), np.int64),
                    col(lambda r: r.count), col(lambda r: r.padded_flops), col(lambda r: r.vector_flops),
                    col(lambda r: r.weight_bytes), col(lambda r: r.act_bytes), col(lambda r: r.weights_onchip, bool),
-                   col(lambda r: r.acts_onchip, bool), len(per_sample), *_ways([r for _, r in rows]))
+                   col(lambda r: r.acts_onchip, bool), len(per_sample), *_ways([r for _, r in rows]),
+                   col(lambda r: r.log_residual))
 
     def subset(self, idx: Sequence[int]) -> "OpMatrix":
         idx = np.asarray(idx, dtype=np.int64)
@@ -208,7 +218,7 @@ class OpMatrix:
         return OpMatrix(remap[self.sample[keep]], self.cls[keep], self.count[keep], self.padded_flops[keep],
                         self.vector_flops[keep], self.weight_bytes[keep], self.act_bytes[keep],
                         self.weights_onchip[keep], self.acts_onchip[keep], len(idx),
-                        *(None if m is None else m[keep] for m in (self.ramp_a, self.ramp_b)))
+                        *(None if m is None else m[keep] for m in (self.ramp_a, self.ramp_b, self.log_residual)))
 
     def compute_flops(self, half_rate_k: np.ndarray) -> np.ndarray:
         """Matrix-unit FLOPs of every op under per-class K ramps ``half_rate_k`` (the cheapest way)."""
@@ -277,6 +287,8 @@ def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float], r
         per_op = compute + vector + memory + mat.count * ov[c]
     else:
         per_op = np.maximum(np.maximum(compute, vector), memory) + mat.count * ov[c]
+    if mat.log_residual is not None:
+        per_op = per_op * np.exp(mat.log_residual)
     return np.bincount(mat.sample, weights=per_op, minlength=mat.n_samples) + th[-1]
 
 
@@ -771,10 +783,25 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     by_mode = {m: {"heldout": acc(test_m, f"predicted_{m}_s"), "train": acc(train_m, f"predicted_{m}_s"),
                    "micro": micro[m]} for m in ROOFLINES}
     flops = _flops_check(stud[stud.get("repeat", 0) == 0] if "repeat" in stud.columns else stud, prof, dtype)
+    if len(pred_df) and int(np.sum(test_m)) >= 5:  # the interval the profile's estimates carry
+        sub = pred_df[test_m]
+        band = error_band(sub["measured_s"].to_numpy() / sub["predicted_s"].to_numpy(), "held-out students")
+        prof = prof.with_calibration(dataclasses.replace(prof.calibration, interval=band), name=name)
     return CalibrationReport(prof, acc(test_m, "predicted_s"), acc(test_m, "spec_s"), acc(test_m, "base_s"),
                              acc(train_m, "predicted_s"), micro[kept],
                              {c: noise_floor(stud, c) for c in dict.fromkeys((time_col, "median_s")) if c in stud},
                              flops, got, fit_info, pred_df, by_mode)
+
+
+def error_band(ratios: Sequence[float], what: str, level: float = INTERVAL_LEVEL) -> ErrorBand:
+    """The central ``level`` share of held-out ``measured / estimated`` ratios as an `ErrorBand`."""
+    r = np.asarray(ratios, dtype=np.float64)
+    r = r[np.isfinite(r) & (r > 0)]
+    if not len(r):
+        raise CalibrationError(f"no held-out {what} to take an interval from")
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(r, [tail, 1.0 - tail])
+    return ErrorBand(float(round(lo, 4)), float(round(hi, 4)), level, int(len(r)), f"{what} (n={len(r)})")
 
 
 def _first(df: "pd.DataFrame", col: str) -> str:  # noqa: F821

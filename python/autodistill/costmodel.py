@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -60,6 +60,10 @@ class LatencyEstimate:
     batch: int
     seq: int
     roofline: str = "max"
+    #: (low_s, high_s): where the measured latency should fall, from the profile's `ErrorBand`.
+    interval_s: tuple[float, float] = (0.0, 0.0)
+    interval_level: float = 0.0
+    interval_source: str = ""
 
     @property
     def flops(self) -> float:
@@ -72,7 +76,9 @@ class LatencyEstimate:
     def to_dict(self) -> dict:
         return {
             "latency_s": self.latency_s, "fixed_overhead_s": self.fixed_overhead_s, "profile": self.profile,
-            "dtype": self.dtype, "batch": self.batch, "seq": self.seq, "roofline": self.roofline, "flops": self.flops,
+            "dtype": self.dtype, "batch": self.batch, "seq": self.seq, "roofline": self.roofline,
+            "interval_s": list(self.interval_s), "interval_level": self.interval_level,
+            "interval_source": self.interval_source, "flops": self.flops,
             "bytes_moved": self.bytes_moved, "ops": [o.__dict__.copy() for o in self.ops],
         }
 
@@ -113,8 +119,14 @@ class CostModel:
         except ValueError as e:
             raise CostModelError(str(e)) from None
         ops = tuple(OpEstimate(**o) for o in d["ops"])
+        band = self.profile.error_band()
         return LatencyEstimate(d["latency_s"], d["fixed_overhead_s"], ops, self.profile.name, self.dtype,
-                               int(batch), int(seq), self.profile.roofline)
+                               int(batch), int(seq), self.profile.roofline, band.around(d["latency_s"]), band.level,
+                               band.source)
+
+    def interval_s(self, latency_s: float | np.ndarray) -> tuple[Any, Any]:
+        """``(low, high)`` seconds where a measured latency should fall given estimate(s) ``latency_s``."""
+        return self.profile.error_band().around(latency_s)
 
     def latency_s(self, arch: StudentArch, batch: int = 1, seq: int = 128, *, mlm_head: bool = False) -> float:
         return self.estimate(arch, batch, seq, mlm_head=mlm_head).latency_s

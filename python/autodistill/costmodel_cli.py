@@ -92,7 +92,9 @@ def _estimate(args: argparse.Namespace) -> int:
         print(json.dumps(d, indent=2))
         return 0
     print(f"{arch.short_name()} on {est.profile} ({est.dtype}, {est.roofline} roofline), "
-          f"batch={est.batch} seq={est.seq}: {est.latency_s * 1e3:.4f} ms, {est.flops / 1e9:.3f} GFLOP, "
+          f"batch={est.batch} seq={est.seq}: {est.latency_s * 1e3:.4f} ms "
+          f"({100 * est.interval_level:.0f}% interval {est.interval_s[0] * 1e3:.4f}-{est.interval_s[1] * 1e3:.4f} ms, "
+          f"{est.interval_source}), {est.flops / 1e9:.3f} GFLOP, "
           f"{est.bytes_moved / 1e6:.2f} MB")
     hdr = f"{'op':26s} {'class':9s} {'count':>5s} {'GFLOP':>9s} {'pad%':>6s} {'MB':>9s} {'bound':7s} {'ms':>9s} {'share':>6s}"
     print(hdr)

@@ -25,7 +25,10 @@ Matmuls (classes ``matmul`` and ``attention``) are shape-aware (see `tile_candid
   FLOPs of matrix-unit time, and the matmul takes the cheapest way; U = 0 pads M, N, K only:
   ``2 * Mp * Np * (Kp + half_rate_k)``;
 * ``half_rate_k[class]`` is the K ramp: a tile's loop over K costs as much as that many more steps
-  of K (prologue, epilogue, pipeline fill), so small-K matmuls run far below peak.
+  of K (prologue, epilogue, pipeline fill), so small-K matmuls run far below peak;
+* a calibrated profile may carry a bounded shape residual per matmul class (`log_residual`, fitted
+  on per-op rows and kept only where it lowers held-out error): the op's time is multiplied by
+  exp(residual), at most a factor e^0.5 either way.
 
 Every way's cost is nondecreasing in M, N and K, so the cheapest is too: a wider or longer student
 never gets a lower estimate. ``padded_flops`` in a breakdown is the chosen way's work without the
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from autodistill.arch import ACTIVATIONS, StudentArch
-from autodistill.hardware import OP_CLASSES, HardwareProfile
+from autodistill.hardware import OP_CLASSES, RESIDUAL_KNOTS_LOG2, RESIDUAL_MAX_LOG, HardwareProfile
 
 BIAS_FLOPS, RESIDUAL_FLOPS, SCALE_MASK_FLOPS, SOFTMAX_FLOPS = 1.0, 1.0, 2.0, 5.0
 LAYER_NORM_FLOPS, NO_NORM_FLOPS = 8.0, 2.0
@@ -67,6 +70,35 @@ class OpShape:
     # Matmuls only: way i of running it costs ramp_a[i] + ramp_b[i] * half_rate_k FLOPs (`tile_candidates`).
     ramp_a: tuple[float, ...] = ()
     ramp_b: tuple[float, ...] = ()
+    dims: tuple[int, int, int] = (0, 0, 0)  # matmuls: (M, N, K) of one of its groups, for `log_residual`
+
+
+def residual_basis(dims: tuple[int, int, int]) -> list[float]:
+    """The weights of the residual's `RESIDUAL_LEN` values at ``dims`` = (M, N, K): per dimension, the hat
+    functions of log2 of it at `RESIDUAL_KNOTS_LOG2` (flat beyond the end knots)."""
+    knots = RESIDUAL_KNOTS_LOG2
+    nk = len(knots)
+    out = [0.0] * (3 * nk)
+    for d, v in enumerate(dims):
+        x = min(max(math.log2(v), knots[0]), knots[-1])
+        j = min(int(math.floor((x - knots[0]) / (knots[1] - knots[0]))), nk - 2)
+        t = (x - knots[j]) / (knots[j + 1] - knots[j])
+        out[d * nk + j] += 1.0 - t
+        out[d * nk + j + 1] += t
+    return out
+
+
+def log_residual(values: tuple[float, ...], dims: tuple[int, int, int]) -> float:
+    """A matmul class's fitted shape residual at ``dims`` = (M, N, K): ``residual_basis . values``,
+    clipped to +-RESIDUAL_MAX_LOG; 0 without one."""
+    if not values or dims[0] <= 0:
+        return 0.0
+    nk = len(RESIDUAL_KNOTS_LOG2)
+    r = 0.0
+    for d in range(3):  # summed per dimension in the order model.cc sums them
+        w = residual_basis(dims)
+        r += sum(w[i] * values[i] for i in range(d * nk, (d + 1) * nk) if w[i] != 0.0)
+    return min(max(r, -RESIDUAL_MAX_LOG), RESIDUAL_MAX_LOG)
 
 
 #: Ways to split K tried for a matmul on parallel units (1: no split).
@@ -141,7 +173,7 @@ def dense_op(hw: Mapping[str, float], m: int, k: int, n: int, epi: float, residu
         vector_flops=M * N * epi,
         weight_bytes=(K * N + (N if bias else 0.0) + (2.0 * N if norm else 0.0)) * db,
         act_bytes=(M * K + M * N + (M * N if residual else 0.0)) * db,
-        ramp_a=a, ramp_b=b,
+        ramp_a=a, ramp_b=b, dims=(m, n, k),
     )
 
 
@@ -156,11 +188,11 @@ def attention_ops(hw: Mapping[str, float], batch_heads: float, seq: int, d: int,
         OpShape("attention_scores", "attention", count,
                 flops=2.0 * B * S * D * S, padded_flops=sa[0],
                 vector_flops=B * S * S * SCALE_MASK_FLOPS, act_bytes=(2.0 * B * S * D + B * S * S) * db,
-                ramp_a=sa, ramp_b=sb),
+                ramp_a=sa, ramp_b=sb, dims=(seq, seq, d)),
         softmax_op(hw, B, seq, count),
         OpShape("attention_context", "attention", count,
                 flops=2.0 * B * S * S * D, padded_flops=ca[0],
-                act_bytes=(B * S * S + 2.0 * B * S * D) * db, ramp_a=ca, ramp_b=cb),
+                act_bytes=(B * S * S + 2.0 * B * S * D) * db, ramp_a=ca, ramp_b=cb, dims=(seq, d, seq)),
     )
 
 
@@ -242,6 +274,7 @@ class OpEstimate:
     vector_s: float
     memory_s: float
     overhead_s: float
+    shape_factor: float  # the class's fitted shape residual at this op; latency_s includes it as a factor
     latency_s: float
 
     @property
@@ -291,10 +324,12 @@ def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int 
             latency_s = compute_s + vector_s + memory_s + overhead_s
         else:
             latency_s = max(compute_s, vector_s, memory_s) + overhead_s
+        shape_factor = math.exp(log_residual(hw.get(f"{op.op_class}_residual", ()), op.dims)) if op.ramp_a else 1.0
+        latency_s *= shape_factor
         c = op.count
         out.append(RefOp(op.name, op.op_class, c, op.flops * c, padded * c, op.vector_flops * c,
                          op.weight_bytes * c, op.act_bytes * c, weights_onchip, acts_onchip, compute_s * c,
-                         vector_s * c, memory_s * c, overhead_s * c, latency_s * c))
+                         vector_s * c, memory_s * c, overhead_s * c, shape_factor, latency_s * c))
         total += latency_s * c
     assert math.isfinite(total)
     return total, out
@@ -306,4 +341,4 @@ def latency_s(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int
 
 
 __all__ = ["OP_CLASSES", "OpEstimate", "OpShape", "RefOp", "attention_ops", "dense_op", "estimate", "latency_s", "ops",
-           "matmul_flops", "pad", "softmax_op", "tile_candidates", "weight_bytes", "SPLITS", "SPLIT_COST_K"]
+           "log_residual", "matmul_flops", "residual_basis", "pad", "softmax_op", "tile_candidates", "weight_bytes", "SPLITS", "SPLIT_COST_K"]

@@ -60,6 +60,14 @@ ROOFLINES = ("max", "sum")
 CLASS_TERMS = ("compute_efficiency", "memory_efficiency", "overhead_s", "half_rate_k")
 #: Largest `ClassTerms.half_rate_k` a profile may carry (elements of K).
 MAX_HALF_RATE_K = 65536.0
+#: The matmul classes that may carry a fitted shape residual (see `Calibration.residuals`).
+RESIDUAL_CLASSES = ("matmul", "attention")
+#: Knots (log2 of a dimension) of the residual's piecewise-linear terms, one set each for M, N and K.
+RESIDUAL_KNOTS_LOG2 = (4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0)
+RESIDUAL_DIMS = ("m", "n", "k")
+RESIDUAL_LEN = len(RESIDUAL_DIMS) * len(RESIDUAL_KNOTS_LOG2)
+#: The residual never moves an op's time by more than this in log (a factor of e^0.5 = 1.65).
+RESIDUAL_MAX_LOG = 0.5
 
 PROFILE_PATH_ENV = "AUTODISTILL_PROFILE_PATH"
 
@@ -92,6 +100,42 @@ class ClassTerms:
             raise ProfileError(f"half_rate_k={k0!r} is out of range; valid: 0 <= x <= {MAX_HALF_RATE_K:g}")
 
 
+#: Share of cases a profile's latency interval is meant to cover.
+INTERVAL_LEVEL = 0.9
+#: measured / estimated latency assumed for a spec-only profile: wide, and leaning slow, because
+#: spec-only estimates run fast (the measured figures are in the README's "Prediction intervals").
+SPEC_ONLY_BAND = (0.9, 3.0)
+
+
+@dataclass(frozen=True)
+class ErrorBand:
+    """How far measured latency strays from the estimate: ``low <= measured / estimated <= high`` for
+    ``level`` of the cases in ``source`` (``n`` of them; 0 for the spec-only default)."""
+
+    low: float
+    high: float
+    level: float = INTERVAL_LEVEL
+    n: int = 0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v <= 100):
+                raise ProfileError(f"interval_{name}={v!r} must be a ratio in (0, 100]")
+        if self.low > self.high:
+            raise ProfileError(f"interval_low={self.low!r} must not exceed interval_high={self.high!r}")
+        if not (isinstance(self.level, (int, float)) and 0 < self.level < 1):
+            raise ProfileError(f"interval_level={self.level!r} must be in (0, 1)")
+
+    def around(self, latency_s: float) -> tuple[float, float]:
+        """The interval ``(low_s, high_s)`` of the measured latency, given an estimate."""
+        return latency_s * self.low, latency_s * self.high
+
+
+SPEC_ONLY_ERROR_BAND = ErrorBand(*SPEC_ONLY_BAND, source="spec-only default (no held-out errors)")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Per-op-class efficiency terms; `fitted` is False for spec-only profiles."""
@@ -100,12 +144,25 @@ class Calibration:
     fitted: bool = False
     fixed_overhead_s: float | None = None  # overrides the spec value when fitted
     source: str = "spec"  # free text: where the terms came from (device, date, sample count)
+    #: Optional bounded shape residual of a matmul class: `RESIDUAL_LEN` values, the piecewise-linear
+    #: terms of log2 M, N and K at `RESIDUAL_KNOTS_LOG2`; an op's time is multiplied by exp of their
+    #: sum, clipped to +-`RESIDUAL_MAX_LOG` (see `costmodel_reference.log_residual`).
+    residuals: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    #: The spread of the held-out errors (None: not stored; the spec-only band applies).
+    interval: ErrorBand | None = None
 
     def __post_init__(self) -> None:
         missing = set(OP_CLASSES) - set(self.terms)
         extra = set(self.terms) - set(OP_CLASSES)
         if missing or extra:
             raise ProfileError(f"calibration classes {sorted(self.terms)}; expected exactly {list(OP_CLASSES)}")
+        for c, vals in self.residuals.items():
+            if c not in RESIDUAL_CLASSES:
+                raise ProfileError(choices_message("residual class", c, RESIDUAL_CLASSES))
+            if (not isinstance(vals, (tuple, list)) or len(vals) != RESIDUAL_LEN
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               and abs(v) <= 4.0 for v in vals)):
+                raise ProfileError(f"{c}_residual must be {RESIDUAL_LEN} finite numbers in [-4, 4]")
 
 
 @dataclass(frozen=True)
@@ -177,6 +234,12 @@ class HardwareProfile:
             return ClassTerms(1.0, 1.0, self.op_overhead_s, 0.0)
         return self.calibration.terms[op_class]
 
+    def error_band(self) -> ErrorBand:
+        """The interval the profile's estimates carry: its held-out errors, or the wide spec-only band."""
+        if self.calibration is not None and self.calibration.interval is not None:
+            return self.calibration.interval
+        return SPEC_ONLY_ERROR_BAND
+
     def effective_fixed_overhead_s(self) -> float:
         if self.calibration is not None and self.calibration.fixed_overhead_s is not None:
             return self.calibration.fixed_overhead_s
@@ -212,6 +275,9 @@ class HardwareProfile:
             out[f"{c}_memory_efficiency"] = float(t.memory_efficiency)
             out[f"{c}_overhead_s"] = float(t.overhead_s)
             out[f"{c}_half_rate_k"] = float(t.half_rate_k)
+        res = self.calibration.residuals if self.calibration is not None else {}
+        for c in RESIDUAL_CLASSES:
+            out[f"{c}_residual"] = tuple(float(v) for v in res.get(c, ()))
         return out
 
     def with_calibration(self, calibration: Calibration | None, name: str | None = None) -> "HardwareProfile":
@@ -240,6 +306,14 @@ class HardwareProfile:
             for c in OP_CLASSES:
                 for t in CLASS_TERMS:
                     lines.append(f"{c}_{t} = {_num(getattr(cal.terms[c], t))}")
+            for c in RESIDUAL_CLASSES:
+                if c in cal.residuals:
+                    lines.append(f"{c}_residual = [{', '.join(repr(float(v)) for v in cal.residuals[c])}]")
+            if cal.interval is not None:
+                b = cal.interval
+                lines += [f"interval_low = {_num(b.low)}", f"interval_high = {_num(b.high)}",
+                          f"interval_level = {_num(b.level)}", f"interval_n = {int(b.n)}",
+                          f"interval_source = {_toml_str(b.source)}"]
         return "\n".join(lines) + "\n"
 
 
@@ -309,8 +383,12 @@ def profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Hardwa
         raise ProfileError(f"{source}: {e}") from None
 
 
+_INTERVAL_KEYS = ("interval_low", "interval_high", "interval_level", "interval_n", "interval_source")
+
+
 def _calibration_from_dict(cal: Mapping[str, Any], source: str) -> Calibration:
-    valid = {"fitted", "source", "fixed_overhead_s"} | {f"{c}_{t}" for c in OP_CLASSES for t in CLASS_TERMS}
+    valid = ({"fitted", "source", "fixed_overhead_s"} | {f"{c}_{t}" for c in OP_CLASSES for t in CLASS_TERMS}
+             | {f"{c}_residual" for c in RESIDUAL_CLASSES} | set(_INTERVAL_KEYS))
     extra = set(cal) - valid
     if extra:
         raise ProfileError(f"{source}: unknown key(s) {sorted(extra)} in [calibration]; valid: {sorted(valid)}")
@@ -327,8 +405,20 @@ def _calibration_from_dict(cal: Mapping[str, Any], source: str) -> Calibration:
     if fo is not None:
         _check_range(source, "calibration.fixed_overhead_s", fo, 0, 10.0)
         fo = float(fo)
-    return Calibration(terms=terms, fitted=bool(cal.get("fitted", False)), fixed_overhead_s=fo,
-                       source=str(cal.get("source", "")))
+    residuals = {c: cal[f"{c}_residual"] for c in RESIDUAL_CLASSES if f"{c}_residual" in cal}
+    try:
+        band = None
+        if "interval_low" in cal or "interval_high" in cal:
+            if not ("interval_low" in cal and "interval_high" in cal):
+                raise ProfileError("interval_low and interval_high go together")
+            band = ErrorBand(cal["interval_low"], cal["interval_high"], cal.get("interval_level", INTERVAL_LEVEL),
+                             int(cal.get("interval_n", 0)), str(cal.get("interval_source", "")))
+        return Calibration(terms=terms, fitted=bool(cal.get("fitted", False)), fixed_overhead_s=fo,
+                           source=str(cal.get("source", "")),
+                           residuals={c: tuple(v) if isinstance(v, list) else v for c, v in residuals.items()},
+                           interval=band)
+    except ProfileError as e:
+        raise ProfileError(f"{source}: [calibration] {e}") from None
 
 
 def profile_dirs() -> list[Path]:

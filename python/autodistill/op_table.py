@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from autodistill.calibration import (
-    PARAM_NAMES, OpMatrix, OpRow, accuracy, base_rates, calibration_of, fit_terms, predict, theta_of,
+    PARAM_NAMES, OpMatrix, OpRow, accuracy, base_rates, calibration_of, error_band, fit_terms, predict, theta_of,
 )
-from autodistill.costmodel_reference import LAYER_NORM_FLOPS, SOFTMAX_FLOPS, dense_op, tile_candidates
+from autodistill.costmodel_reference import (
+    LAYER_NORM_FLOPS, SOFTMAX_FLOPS, dense_op, log_residual, residual_basis, tile_candidates,
+)
 from autodistill.errors import CalibrationError, choices_message
-from autodistill.hardware import DTYPES, ROOFLINES, HardwareProfile
+from autodistill.hardware import DTYPES, RESIDUAL_CLASSES, RESIDUAL_MAX_LOG, ROOFLINES, HardwareProfile
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,12 +149,14 @@ def sample_op(s: OpSample, hw: Mapping[str, Any]) -> OpRow:
     if s.op == "matmul":
         op = dense_op(hw, s.batch * s.m, s.k, s.n, 0.0, False, False, bias=False, name="matmul")
         return OpRow("matmul", 1.0, op.flops, op.padded_flops, 0.0, op.weight_bytes, op.act_bytes,
-                     op.weight_bytes <= cap, op.act_bytes <= cap, "matmul", op.ramp_a, op.ramp_b)
+                     op.weight_bytes <= cap, op.act_bytes <= cap, "matmul", op.ramp_a, op.ramp_b,
+                     log_residual(hw["matmul_residual"], op.dims))
     if s.op == "bmm":
         B, M, N, K = float(s.batch), float(s.m), float(s.n), float(s.k)
         a, b = tile_candidates(hw, B, s.m, s.n, s.k)
         ab = B * (M * K + K * N + M * N) * db
-        return OpRow("attention", 1.0, 2.0 * B * M * N * K, a[0], 0.0, 0.0, ab, True, ab <= cap, "bmm", a, b)
+        return OpRow("attention", 1.0, 2.0 * B * M * N * K, a[0], 0.0, 0.0, ab, True, ab <= cap, "bmm", a, b,
+                     log_residual(hw["attention_residual"], (s.m, s.n, s.k)))
     elems = float(s.rows) * float(s.width)
     if s.op == "layernorm":
         flops, ab, wb = LAYER_NORM_FLOPS * elems, 2.0 * elems * db, 2.0 * s.width * db
@@ -195,6 +199,52 @@ class OpFit:
     by_kind: Mapping[str, Mapping[str, float]]  # held-out accuracy per op kind
     n_train: int
     n_test: int
+    residuals: Mapping[str, str] = dataclasses.field(default_factory=dict)  # class -> kept or not, and why
+
+
+#: Ridge weight of the shape residual's fit (per value, in log-time units).
+RESIDUAL_RIDGE = 1.0
+#: Share of the training rows the residual is fitted on before it is checked on the rest.
+RESIDUAL_FIT_SHARE = 0.7
+
+
+def _dims(s: OpSample) -> tuple[int, int, int]:
+    return (s.batch * s.m, s.n, s.k) if s.op == "matmul" else (s.m, s.n, s.k)
+
+
+def _ridge(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.linalg.solve(X.T @ X + RESIDUAL_RIDGE * np.eye(X.shape[1]), X.T @ y)
+
+
+def fit_residuals(samples: Sequence[OpSample], pred: np.ndarray, train: np.ndarray, seed: int
+                  ) -> tuple[dict[str, tuple[float, ...]], dict[str, str]]:
+    """Per matmul class, the bounded shape residual of the training rows' log(measured / predicted), kept
+    only where, fitted on `RESIDUAL_FIT_SHARE` of them, it lowers the MAPE of the others."""
+    kept: dict[str, tuple[float, ...]] = {}
+    notes: dict[str, str] = {}
+    meas = np.array([s.latency_s for s in samples])
+    for cls in RESIDUAL_CLASSES:
+        idx = np.array([i for i in train if KIND_CLASS[samples[i].op] == cls], dtype=np.int64)
+        if len(idx) < 20:
+            if len(idx):
+                notes[cls] = f"not fitted: {len(idx)} training rows (20 needed)"
+            continue
+        X = np.array([residual_basis(_dims(samples[i])) for i in idx])
+        r = np.log(meas[idx] / pred[idx])
+        perm = np.random.default_rng(seed + 7).permutation(len(idx))
+        cut = int(RESIDUAL_FIT_SHARE * len(idx))
+        a, b = perm[:cut], perm[cut:]
+        w = _ridge(X[a], r[a])
+        corr = np.clip(X[b] @ w, -RESIDUAL_MAX_LOG, RESIDUAL_MAX_LOG)
+        before = float(np.mean(np.abs(pred[idx][b] / meas[idx][b] - 1)))
+        after = float(np.mean(np.abs(pred[idx][b] * np.exp(corr) / meas[idx][b] - 1)))
+        if after < before:
+            w = np.clip(_ridge(X, r), -4.0, 4.0)
+            kept[cls] = tuple(float(v) for v in w)
+            notes[cls] = f"kept: validation MAPE {100 * before:.2f}% -> {100 * after:.2f}% on {len(b)} rows"
+        else:
+            notes[cls] = f"not kept: validation MAPE {100 * before:.2f}% -> {100 * after:.2f}% on {len(b)} rows"
+    return kept, notes
 
 
 def split_rows(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,11 +258,13 @@ def split_rows(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.
 
 def fit_op_table(samples: Sequence[OpSample], base: HardwareProfile, *, name: str | None = None,
                  test_fraction: float = 0.5, seed: int = 0, roofline: str = "auto", starts: int = 4,
-                 source: str = "per-op table") -> OpFit:
+                 source: str = "per-op table", residual: bool = True) -> OpFit:
     """Fit ``base``'s terms of the classes the rows cover, holding out ``test_fraction`` of the rows.
 
     Roofline ``"auto"`` keeps the mode ("max" or "sum") with the lower training MAPE. Terms of
-    classes with no row, and the per-inference fixed overhead, keep ``base``'s values."""
+    classes with no row, and the per-inference fixed overhead, keep ``base``'s values. With
+    ``residual``, each matmul class then gets a bounded shape residual (`fit_residuals`) where it
+    lowers the error of training rows it was not fitted on; the held-out rows never take part."""
     if not samples:
         raise CalibrationError("no per-op rows to fit")
     if roofline not in ROOFLINES + ("auto",):
@@ -225,6 +277,8 @@ def fit_op_table(samples: Sequence[OpSample], base: HardwareProfile, *, name: st
     if len(dtypes) > 1:
         raise CalibrationError(f"one dtype per fitted profile; the table has {dtypes}")
     dtype = dtypes[0]
+    if base.calibration is not None and base.calibration.residuals:  # refitted below
+        base = base.with_calibration(dataclasses.replace(base.calibration, residuals={}))
     mat = op_matrix(samples, base)
     meas = np.array([s.latency_s for s in samples])
     tr, te = split_rows(len(samples), test_fraction, seed)
@@ -244,17 +298,25 @@ def fit_op_table(samples: Sequence[OpSample], base: HardwareProfile, *, name: st
     kept = min(ROOFLINES, key=lambda m: (train_mape[m], ROOFLINES.index(m))) if roofline == "auto" else roofline
     theta = fits[kept].theta.copy()
     theta[fixed] = base.effective_fixed_overhead_s()
+    pred = predict(fits[kept].theta, mat, rates, kept)
+    residuals, notes = fit_residuals(samples, pred, tr, seed) if residual else ({}, {})
+    kept_txt = "; ".join(f"{c} residual {n}" for c, n in notes.items())
     cal = calibration_of(theta, source=f"{source}: {len(tr)} op rows fitted ({', '.join(classes)}), "
-                                        f"{len(te)} held out (seed {seed}); roofline {kept}")
+                                        f"{len(te)} held out (seed {seed}); roofline {kept}"
+                                        + (f"; {kept_txt}" if kept_txt else ""))
+    cal = dataclasses.replace(cal, residuals=residuals)
     prof = dataclasses.replace(base, roofline=kept).with_calibration(cal, name=name or base.name)
     th_pred = fits[kept].theta
-    pred = predict(th_pred, mat, rates, kept)
+    pred = predict(th_pred, op_matrix(samples, prof), rates, kept)  # with the residuals kept
     kinds = np.array([s.op for s in samples])
     by_kind = {k: accuracy(pred[te][kinds[te] == k], meas[te][kinds[te] == k])
                for k in OP_KINDS if np.any(kinds[te] == k)}
+    if len(te) >= 5:  # the interval the profile's estimates carry, from the held-out op rows
+        band = error_band(meas[te] / pred[te], "held-out op rows")
+        prof = prof.with_calibration(dataclasses.replace(prof.calibration, interval=band), name=name or base.name)
     return OpFit(prof, kept, accuracy(pred[tr], meas[tr]),
-                 accuracy(pred[te], meas[te]) if len(te) else {}, by_kind, int(len(tr)), int(len(te)))
+                 accuracy(pred[te], meas[te]) if len(te) else {}, by_kind, int(len(tr)), int(len(te)), notes)
 
 
-__all__ = ["COLUMNS", "KIND_CLASS", "OP_KINDS", "OpFit", "OpSample", "class_free_terms", "fit_op_table",
+__all__ = ["COLUMNS", "KIND_CLASS", "OP_KINDS", "OpFit", "OpSample", "class_free_terms", "fit_op_table", "fit_residuals",
            "op_matrix", "read_op_table", "sample_op", "split_rows"]
