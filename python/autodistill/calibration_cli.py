@@ -19,6 +19,7 @@ accuracy and the noise floor.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -127,6 +128,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_calibrate)
 
+    r = sub.add_parser("rescale", help="re-measure a calibrated profile's base rates here (<= 60 s) and rescale it",
+                       description="Re-time the peak, stream and vector cases a profile was calibrated with and "
+                                   "multiply its base rates by how much faster or slower this device runs now "
+                                   "(efficiencies and shape terms stay). Use it when `autodistill verify`'s drift "
+                                   "check finds the device far from its calibration-time speed.")
+    r.add_argument("--profile", required=True, help="calibrated profile (name or .toml) with its measurement table")
+    r.add_argument("--device", required=True, choices=DEVICES, help="JAX platform to measure")
+    r.add_argument("--out", required=True, help="where to write the rescaled profile (.toml); its stem names it")
+    r.add_argument("--max-s", type=float, default=60.0, help="seconds of measuring at most (default 60)")
+    r.add_argument("--json", action="store_true", help="print the ratios as JSON")
+    r.set_defaults(func=_rescale)
+
 
 def _check_args(args: argparse.Namespace) -> None:
     out = Path(args.out)
@@ -201,6 +214,27 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(json.dumps(rep.summary(), indent=2, default=float))
     else:
         print(rep.format())
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _rescale(args: argparse.Namespace) -> int:
+    from autodistill.hardware import load_profile, save_profile
+    from autodistill.rescale import rescale_profile
+
+    if Path(args.out).suffix != ".toml":
+        raise CalibrationError(f"--out {args.out!r} must end in .toml")
+    prof = load_profile(args.profile)
+    if Path(args.out).resolve() == Path(prof.path or "").resolve():
+        raise CalibrationError(f"--out {args.out!r} is the profile being rescaled; write the rescaled one elsewhere")
+    res = rescale_profile(prof, args.device, max_s=args.max_s)
+    out = dataclasses.replace(res.profile, name=Path(args.out).stem)
+    save_profile(out, args.out)
+    if args.json:
+        print(json.dumps({"ratios": dict(res.ratios), "speed_ratio": res.speed_ratio, "n_cases": res.n_cases,
+                          "seconds": res.seconds, "out": args.out}, indent=2))
+    else:
+        print(res.message())
         print(f"wrote {args.out}")
     return 0
 
