@@ -323,3 +323,38 @@ def test_log_flops_spread_covers_small_students_evenly() -> None:
     assert (g_even < mid).sum() >= 8 and (g_even < mid).sum() > (g_uni < mid).sum()
     with pytest.raises(CalibrationError, match="student spread 'wide'.*valid choices"):
         student_suite(4, spread="wide")
+
+
+# ------------------------------------------------------------------ device time: back-to-back calls
+def test_back_to_back_samples_run_k_calls_and_report_per_call_time() -> None:
+    calls = []
+
+    def call():
+        calls.append(1)
+        return jnp.zeros(())
+
+    t = time_compiled(call, warmup=1, min_repeats=3, max_repeats=3, rel_spread=0.0, budget_s=10.0, calls_per_sample=8)
+    assert t.calls_per_sample == 8 and t.n == 3 and len(calls) == 1 + 3 * 8
+    # auto: enough calls that a sample spans DEVICE_SAMPLE_S
+    from autodistill.measure import DEVICE_SAMPLE_S, MAX_CALLS_PER_SAMPLE, calls_for
+
+    calls.clear()
+    t = time_compiled(call, warmup=0, min_repeats=2, max_repeats=2, rel_spread=0.0, calls_per_sample=0)
+    assert 1 < t.calls_per_sample <= MAX_CALLS_PER_SAMPLE and len(calls) == 1 + 2 * t.calls_per_sample
+    assert calls_for(DEVICE_SAMPLE_S / 2) == 2 and calls_for(1.0) == 1 and calls_for(0.0) == MAX_CALLS_PER_SAMPLE
+    assert calls_for(1e-6) == MAX_CALLS_PER_SAMPLE
+    with pytest.raises(CalibrationError, match="calls_per_sample=-1 must be an integer in 0..256"):
+        time_compiled(call, calls_per_sample=-1)
+
+
+def test_accelerators_time_device_time_and_keep_end_to_end_beside_it() -> None:
+    assert RunOptions.for_device("gpu").calls_per_sample == 0 and RunOptions.for_device("tpu").calls_per_sample == 0
+    assert RunOptions.for_device("cpu").calls_per_sample == 1
+    case = Case("matmul", "mm", {"m": 64, "k": 64, "n": 64})
+    from autodistill.measure import measure_case
+
+    row = measure_case(case, opts=RunOptions(calls_per_sample=0, budget_s=0.2, xla_cost=False))
+    assert row["calls_per_sample"] > 1
+    assert math.isfinite(row["e2e_min_s"]) and math.isfinite(row["e2e_median_s"]) and row["e2e_min_s"] > 0
+    one = measure_case(case, opts=RunOptions(budget_s=0.2, xla_cost=False))
+    assert one["calls_per_sample"] == 1 and one["e2e_min_s"] == one["min_s"]  # single calls are end to end

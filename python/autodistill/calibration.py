@@ -699,6 +699,7 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     fit_info: dict[str, Any] = {"n_micro": int(len(micro_idx)), "n_train_students": int(len(train_idx)),
                                 "n_test_students": int(len(test_idx)), "seed": seed, "student_share": student_share,
                                 "time_col": time_col, "passes": pass_info}
+    fit_info["timing"] = timing_of(fit_df)
 
     def fit_mode(mode: str) -> tuple[np.ndarray, dict[str, float]]:
         theta0, info = theta_of(prof0), {}
@@ -791,6 +792,16 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
                              acc(train_m, "predicted_s"), micro[kept],
                              {c: noise_floor(stud, c) for c in dict.fromkeys((time_col, "median_s")) if c in stud},
                              flops, got, fit_info, pred_df, by_mode)
+
+
+def timing_of(df: "pd.DataFrame") -> str:  # noqa: F821
+    """What the table's times are: device time (back-to-back calls) or end-to-end calls."""
+    k = df["calls_per_sample"].to_numpy(dtype=float) if "calls_per_sample" in df.columns else np.array([])
+    k = k[np.isfinite(k)]
+    if len(k) and np.median(k) > 1:
+        return (f"device time: back-to-back calls, one sync per sample (median {np.median(k):.0f} calls per sample); "
+                "end-to-end call latency in the table's e2e_min_s / e2e_median_s")
+    return "end to end: one synchronised call per sample (host dispatch included)"
 
 
 def error_band(ratios: Sequence[float], what: str, level: float = INTERVAL_LEVEL) -> ErrorBand:

@@ -365,6 +365,8 @@ def write_profile(rep, out: str | Path) -> Path:
     what = TIME_DESCRIPTIONS.get(col, "per case")
     lines = [f"# Calibrated: {rep.profile.calibration.source}.",
              f"# Fitted times: {col} ({what}" + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
+    if rep.fit.get("timing"):
+        lines.append(f"# Timing: {rep.fit['timing']}.")
     if rep.base_measured:
         lines.append("# Base rates measured on this device: " + ", ".join(
             f"{k}={v:.4g}" for k, v in rep.base_measured.items()) + "; other base fields from the base profile.")

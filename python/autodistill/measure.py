@@ -91,7 +91,12 @@ TABLE_COLUMNS = (
     "median_s", "min_s", "mean_s", "iqr_s", "rel_spread", "n", "stop_reason", "compile_s", "bg_load", "wait_s",
     "cpu_median_s", "corrected_median_s", "corrected_min_s", "corrected_rel_spread",
     "xla_flops", "xla_dot_flops", "xla_bytes", "xla_transcendentals", "samples_s", "cpu_samples_s",
+    "calls_per_sample", "e2e_median_s", "e2e_min_s",
 )
+#: A device-time sample on an accelerator runs calls back to back for at least this long (one sync at
+#: its end), so the device queue stays full and host dispatch is hidden behind device work.
+DEVICE_SAMPLE_S = 2e-3
+MAX_CALLS_PER_SAMPLE = 256
 FINGERPRINT_COLUMNS = ("device_kind", "platform", "device", "jax_version", "jaxlib_version", "xla_flags",
                        "host", "cpu", "cpu_affinity", "python", "date")
 
@@ -310,6 +315,7 @@ class Timing:
     samples: tuple[float, ...] = ()
     bg_load: float = float("nan")  # cores used by other processes while timing
     cpu_samples: tuple[float, ...] = ()
+    calls_per_sample: int = 1  # >1: each sample is the device time per call of that many back-to-back calls
 
     @property
     def rel_spread(self) -> float:
@@ -350,14 +356,24 @@ def summarize(samples: Sequence[float], stop_reason: str = "given", compile_s: f
 SPREAD_ON = ("wall", "corrected")
 
 
+def calls_for(call_s: float, target_s: float = DEVICE_SAMPLE_S) -> int:
+    """Calls per device-time sample for a call of ``call_s`` seconds: enough to span ``target_s``."""
+    if not call_s > 0:
+        return MAX_CALLS_PER_SAMPLE
+    return int(min(MAX_CALLS_PER_SAMPLE, max(1, math.ceil(target_s / call_s))))
+
+
 def time_compiled(call: Callable[[], Any], *, warmup: int = 2, min_repeats: int = 5, max_repeats: int = 200,
                   rel_spread: float = 0.03, budget_s: float = 1.0, compile_s: float = float("nan"),
-                  spread_on: str = "wall", warmup_s: float = 0.0) -> Timing:
+                  spread_on: str = "wall", warmup_s: float = 0.0, calls_per_sample: int = 1) -> Timing:
     """Time ``call()`` (already compiled; must return JAX arrays) until its spread settles.
 
     Runs ``warmup`` untimed calls (and more until ``warmup_s`` seconds have passed: an
-    accelerator idle during the compile has lowered its clocks), then timed calls, each ended by
-    ``jax.block_until_ready``, recording wall-clock and process CPU time. Stops
+    accelerator idle during the compile has lowered its clocks), then timed samples, recording
+    wall-clock and process CPU time. A sample is ``calls_per_sample`` calls dispatched back to back
+    and ended by one ``jax.block_until_ready``, its time divided by the calls: with 1, each call's
+    end-to-end latency (dispatch and sync included); with more, the device time per call (the
+    queue stays full); 0 picks the count with `calls_for` from the warm-up's last call. Stops
     once at least ``min_repeats`` samples are in and the interquartile range of
     the ``spread_on`` series (``wall`` or ``corrected``, see `Timing`) is at most
     ``rel_spread`` of its median, or the timed calls have used ``budget_s``
@@ -372,11 +388,21 @@ def time_compiled(call: Callable[[], Any], *, warmup: int = 2, min_repeats: int 
         raise CalibrationError(f"need budget_s > 0 and rel_spread >= 0; got {budget_s}, {rel_spread}")
     if spread_on not in SPREAD_ON:
         raise CalibrationError(choices_message("spread_on", spread_on, SPREAD_ON))
+    if isinstance(calls_per_sample, bool) or not isinstance(calls_per_sample, int) or not (
+            0 <= calls_per_sample <= MAX_CALLS_PER_SAMPLE):
+        raise CalibrationError(f"calls_per_sample={calls_per_sample!r} must be an integer in "
+                               f"0..{MAX_CALLS_PER_SAMPLE} (0: automatic)")
     w0 = time.perf_counter()
-    for _ in range(warmup):
+    last = float("nan")
+    for _ in range(max(warmup, 1 if calls_per_sample == 0 else 0)):  # auto: time at least one call first
+        t = time.perf_counter()
         jax.block_until_ready(call())
+        last = time.perf_counter() - t
     while time.perf_counter() - w0 < warmup_s:
+        t = time.perf_counter()
         jax.block_until_ready(call())
+        last = time.perf_counter() - t
+    k = calls_per_sample or calls_for(last)
     meter = LoadMeter().start()
     samples: list[float] = []
     cpu: list[float] = []
@@ -387,13 +413,16 @@ def time_compiled(call: Callable[[], Any], *, warmup: int = 2, min_repeats: int 
     while len(samples) < max_repeats:
         c0 = ptime()
         t0 = perf()
-        jax.block_until_ready(call())
-        dt = perf() - t0
-        dc = ptime() - c0
+        out = None
+        for _ in range(k):
+            out = call()
+        jax.block_until_ready(out)
+        total = perf() - t0
+        dt, dc = total / k, (ptime() - c0) / k
         samples.append(dt)
         cpu.append(dc)
         watch.append(min(dt, dc) if spread_on == "corrected" and dc > 0 else dt)
-        spent += dt
+        spent += total
         if len(samples) >= min_repeats:
             q1, med, q3 = _quartiles(watch)
             if q3 - q1 <= rel_spread * med:
@@ -402,7 +431,7 @@ def time_compiled(call: Callable[[], Any], *, warmup: int = 2, min_repeats: int 
             if spent >= budget_s:
                 reason = "budget"
                 break
-    return dataclasses.replace(summarize(samples, reason, compile_s, cpu), bg_load=meter.stop())
+    return dataclasses.replace(summarize(samples, reason, compile_s, cpu), bg_load=meter.stop(), calls_per_sample=k)
 
 
 def compile_fn(fn: Callable[..., Any], *args: Any, device: Any = None) -> tuple[Any, tuple[Any, ...], float]:
@@ -938,13 +967,19 @@ class RunOptions:
     retries: int = 0
     #: Series the stopping rule watches: "wall", or "corrected" (CPU devices; see `Timing`).
     spread_on: str = "wall"
+    #: Calls per timed sample (see `time_compiled`): 1 times each call end to end; 0 picks enough
+    #: back-to-back calls to hide host dispatch (device time), and then also times a few single
+    #: calls end to end (the table's ``e2e_*`` columns).
+    calls_per_sample: int = 1
 
     @classmethod
     def for_device(cls, device: str, **kw: Any) -> "RunOptions":
         """Options for timing on platform ``device`` as `autodistill calibrate` does: on a CPU the
-        stopping rule watches the load-corrected series; an accelerator is warmed up for
-        `ACCELERATOR_WARMUP_S` first and its wall-clock series watched."""
+        stopping rule watches the load-corrected series and each call is timed on its own (the host
+        is the device); an accelerator is warmed up for `ACCELERATOR_WARMUP_S` first, its
+        wall-clock series watched, and its samples are device time (back-to-back calls)."""
         cpu = device == "cpu"
+        kw.setdefault("calls_per_sample", 1 if cpu else 0)
         return cls(spread_on="corrected" if cpu else "wall", warmup_s=0.0 if cpu else ACCELERATOR_WARMUP_S, **kw)
 
 
@@ -964,12 +999,16 @@ def measure_case(case: Case, device: Any = None, opts: RunOptions | None = None,
         ti = time_compiled(lambda: compiled(*dargs), warmup=opts.warmup, warmup_s=opts.warmup_s,
                            min_repeats=opts.min_repeats,
                            max_repeats=opts.max_repeats, rel_spread=opts.rel_spread, budget_s=opts.budget_s,
-                           compile_s=compile_s, spread_on=opts.spread_on)
+                           compile_s=compile_s, spread_on=opts.spread_on, calls_per_sample=opts.calls_per_sample)
         if t is None or ti.bg_load < t.bg_load:
             t = ti
         if opts.quiet_threshold is None or not t.bg_load > opts.quiet_threshold:
             break
     assert t is not None
+    e2e = t
+    if t.calls_per_sample > 1:  # the end-to-end latency of single calls, dispatch and sync included
+        e2e = time_compiled(lambda: compiled(*dargs), warmup=1, min_repeats=5, max_repeats=50,
+                            rel_spread=opts.rel_spread, budget_s=min(opts.budget_s, 0.25), spread_on=opts.spread_on)
     row: dict[str, Any] = {
         "case_id": f"{case.name}#{case.repeat}", "kind": case.kind, "name": case.name, "params": case.params_json(),
         "batch": case.batch, "seq": case.seq, "split": case.split, "repeat": case.repeat, "pass": case.pass_,
@@ -978,6 +1017,7 @@ def measure_case(case: Case, device: Any = None, opts: RunOptions | None = None,
         **cost,
         "samples_s": " ".join(f"{s:.9f}" for s in t.samples),
         "cpu_samples_s": " ".join(f"{s:.9f}" for s in t.cpu_samples),
+        "calls_per_sample": t.calls_per_sample, "e2e_median_s": e2e.median_s, "e2e_min_s": e2e.min_s,
     }
     cs, cc = t.stats("cpu"), t.stats("corrected")
     row.update(cpu_median_s=cs["median_s"], corrected_median_s=cc["median_s"], corrected_min_s=cc["min_s"],
