@@ -12,9 +12,11 @@ from autodistill.report import ReportData, StudentRow, TrialPoint, compare_to_ba
 def _data() -> ReportData:
     students = (
         StudentRow("s1", "mobilebert-L4-H256", 5_000_000, 1.0e-4, flash_accuracy=0.30, mlm_accuracy=0.35,
-                   glue={"sst2/accuracy": 0.80}, local_est_latency_s=2.0e-3, measured_latency_s=2.1e-3, pareto=True),
+                   glue={"sst2/accuracy": 0.80}, local_est_latency_s=2.0e-3, measured_latency_s=2.1e-3, pareto=True,
+                   local_interval_s=(1.8e-3, 2.3e-3)),
         StudentRow("s2", "mobilebert-L6-H384", 9_000_000, 2.0e-4, flash_accuracy=0.33,
-                   local_est_latency_s=3.0e-3, measured_latency_s=2.5e-3, drift_est_latency_s=2.7e-3),
+                   local_est_latency_s=3.0e-3, measured_latency_s=2.5e-3, drift_est_latency_s=2.7e-3,
+                   local_interval_s=(2.7e-3, 3.5e-3)),
         StudentRow("mobilebert", "mobilebert-L24-H512", 24_581_888, 5.1e-4, reference=True),
         StudentRow("baseline", "mobilebert-L6-H384-B96", 7_000_000, 1.5e-4, mlm_accuracy=0.30,
                    local_est_latency_s=4.0e-3, measured_latency_s=4.1e-3, recal_est_latency_s=4.08e-3, baseline=True),
@@ -26,9 +28,10 @@ def _data() -> ReportData:
 
 def test_markdown_has_table_errors_and_calibration() -> None:
     md = markdown(_data())
-    assert ("| s1 | mobilebert-L4-H256 | 5.00 | 0.3000 | 0.3500 | 0.8000 | 0.100 | 2.000 | 2.100 | -4.8% |  |  | yes |"
-            in md)
-    assert ("| baseline | mobilebert-L6-H384-B96 | 7.00 |  | 0.3000 |  | 0.150 | 4.000 | 4.100 | -2.4% |  | -0.5% |  |"
+    assert ("| s1 | mobilebert-L4-H256 | 5.00 | 0.3000 | 0.3500 | 0.8000 | 0.100 | 2.000 | 1.800-2.300 (inside) | 2.100 "
+            "| -4.8% |  |  | yes |" in md)
+    assert "| 3.000 | 2.700-3.500 (outside) | 2.500 |" in md  # s2 ran faster than its interval
+    assert ("| baseline | mobilebert-L6-H384-B96 | 7.00 |  | 0.3000 |  | 0.150 | 4.000 |  | 4.100 | -2.4% |  | -0.5% |  |"
             in md)
     assert "| +20.0% | +8.0% |" in md                     # s2: 3.0 (2.7 drift-corrected) estimated vs 2.5 measured
     assert "mobilebert (ref)" in md and "- mape: 0.04" in md and "a note" in md

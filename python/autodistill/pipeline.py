@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from autodistill.arch import StudentArch, reference_arch
-from autodistill.errors import ConfigError, choices_message
+from autodistill.errors import AutodistillError, ConfigError, choices_message
 
 logger = logging.getLogger(__name__)
 
@@ -644,6 +644,12 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
         hv = tuple(float(x) for x in hypervolume_curve(acc, lat, ref[0], ref[1]))
     conf = _read_json(ctx.run_dir / "confirm.json") or {"students": []}
     by_name = {c["name"]: c for c in conf["students"]}
+    band = None
+    if conf["students"]:
+        try:  # the interval the confirmation profile's estimates carry
+            band = _confirm_profile(cfg.get("confirm", "profile", "cpu_local")).error_band()
+        except AutodistillError as e:
+            logger.warning("no latency interval in the report: %s", e)
     rows = []
     for folder in sorted((ctx.run_dir / "students").glob("*/")):
         res = _read_json(folder / "result.json")
@@ -658,6 +664,8 @@ def _stage_report(ctx: _Context) -> tuple[Path, Path]:
                                measured_latency_s=c.get("measured_latency_s"),
                                recal_est_latency_s=c.get("recal_latency_s"),
                                drift_est_latency_s=c.get("drift_latency_s"),
+                               local_interval_s=band.around(c["est_latency_s"]) if band and c.get("est_latency_s")
+                               else None,
                                pareto=not res.get("baseline", False), baseline=bool(res.get("baseline"))))
     if ctx.teacher is not None:
         ta = ctx.teacher.arch

@@ -38,6 +38,7 @@ class StudentRow:
     baseline: bool = False                      # the baseline distilled with the same budget
     recal_est_latency_s: float | None = None    # after refitting on these measurements (in-sample)
     drift_est_latency_s: float | None = None    # device estimate x the drift check's ratio (out-of-sample)
+    local_interval_s: tuple[float, float] | None = None  # where the measurement should fall (profile's band)
 
     @property
     def error(self) -> float | None:
@@ -150,6 +151,16 @@ def _fmt_ms(v: float | None) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v * 1e3:.3f}"
 
 
+def _fmt_interval(iv: tuple[float, float] | None, measured: float | None) -> str:
+    """``low-high`` in ms, marked with whether the measurement fell inside."""
+    if iv is None:
+        return ""
+    text = f"{iv[0] * 1e3:.3f}-{iv[1] * 1e3:.3f}"
+    if measured is not None and math.isfinite(measured):
+        text += " (inside)" if iv[0] <= measured <= iv[1] else " (outside)"
+    return text
+
+
 def _fmt_pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:+.1f}%"
 
@@ -161,14 +172,16 @@ def _fmt_acc(v: float | None) -> str:
 def _table_rows(data: ReportData) -> tuple[list[str], list[list[str]]]:
     glue_keys = sorted({k for s in data.students for k in s.glue})
     head = ["name", "config", "params (M)", "flash MLM acc", "MLM acc", *glue_keys,
-            f"est ms ({data.search_profile})", "est ms (device)", "measured ms", "error", "error, drift-corrected",
+            f"est ms ({data.search_profile})", "est ms (device)", "device interval ms", "measured ms", "error",
+            "error, drift-corrected",
             "error after refit", "Pareto"]
     rows = []
     for s in data.students:
         rows.append([s.name + (" (ref)" if s.reference else ""), s.config, f"{s.params / 1e6:.2f}",
                      _fmt_acc(s.flash_accuracy), _fmt_acc(s.mlm_accuracy),
                      *[_fmt_acc(s.glue.get(k)) for k in glue_keys], _fmt_ms(s.est_latency_s),
-                     _fmt_ms(s.local_est_latency_s), _fmt_ms(s.measured_latency_s),
+                     _fmt_ms(s.local_est_latency_s), _fmt_interval(s.local_interval_s, s.measured_latency_s),
+                     _fmt_ms(s.measured_latency_s),
                      _fmt_pct(s.error), _fmt_pct(s.drift_error), _fmt_pct(s.recal_error), "yes" if s.pareto else ""])
     return head, rows
 
