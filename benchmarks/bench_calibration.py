@@ -30,10 +30,11 @@ GOALS = {"mape": ("<=", 0.05), "within_10pct": (">=", 0.95), "spearman": (">=", 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autodistill import calibration_cli
-    from autodistill.calibration import calibrate, measurements_path
+    from autodistill.calibration import calibrate, describe_measurements, measurements_path, write_profile
     from autodistill.hardware import load_profile
     from autodistill.measure import load_measurements, save_measurements
+    from autodistill.measure.plan import MeasurePlan, measure_device
+    from autodistill.measure.table import TIME_CHOICES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from-measurements", default=None, help="refit a saved measurement table instead of measuring")
@@ -61,19 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(a.out) if a.out else None
     else:
         out = Path(a.out) if a.out else ROOT / "profiles" / "cpu_local.toml"
-        cli = ["calibrate", "--device", "cpu", "--out", str(out), "--suite", a.suite, "--seed", str(a.seed),
-               "--budget-s", str(a.budget_s), "--time", a.time, "--cores", str(a.cores),
-               "--passes", str(a.passes)] + (["--students", str(a.students)] if a.students is not None else [])
-        df = calibration_cli.measure_device(calibration_cli.build_parser().parse_args(cli))
+        plan = MeasurePlan(device="cpu", suite=a.suite, seed=a.seed, budget_s=a.budget_s, cores=a.cores,
+                           passes=a.passes, students=a.students)
+        df = measure_device(plan)
         save_measurements(df, measurements_path(out))
     t_measure = time.perf_counter() - t0
     name = out.stem if out else "cpu_local"
-    time_col = calibration_cli.TIME_COLUMNS[a.time]
+    time_col = TIME_CHOICES[a.time]
     rep = calibrate(df, base, name=name, seed=a.seed, time_col=time_col, roofline=a.roofline,
-                    description=calibration_cli.describe_measurements(df, "cpu"))
+                    description=describe_measurements(df, "cpu"))
     t_fit = time.perf_counter() - t0 - t_measure
     if out is not None:
-        calibration_cli.write_profile(rep, out)
+        write_profile(rep, out)
     print(rep.format())
     print(f"\nmeasure {t_measure:.0f}s, fit + report {t_fit:.1f}s; {len(df)} measurements")
     print(f"\n{'goal':<14}{'target':>10}{'calibrated':>12}{'spec-only':>12}  met")

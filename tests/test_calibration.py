@@ -29,8 +29,10 @@ from autodistill.calibration import (  # noqa: E402
     predict,
     recalibrate,
     theta_of,
+    write_profile,
 )
 from autodistill.costmodel import CostModel  # noqa: E402
+from autodistill.measure.plan import MAX_STUDENT_GFLOPS, STUDENT_SHAPES  # noqa: E402
 from autodistill.errors import CalibrationError  # noqa: E402
 from autodistill.hardware import load_profile, save_profile  # noqa: E402
 
@@ -147,7 +149,7 @@ def test_calibrate_end_to_end_on_synthetic_measurements(base, tmp_path) -> None:
     assert band.high == pytest.approx(np.quantile(ratios, 0.95), abs=1e-4)
     assert 0.95 < band.low < 1.0 < band.high < 1.05  # 1% noise: a narrow band
     # profile round trip, header comments included
-    path = calibration_cli.write_profile(rep, tmp_path / "synthetic.toml")
+    path = write_profile(rep, tmp_path / "synthetic.toml")
     back = load_profile(path)
     assert back.calibration == rep.profile.calibration
     assert (tmp_path / "synthetic.toml").read_text().startswith("# Calibrated: ")
@@ -361,9 +363,9 @@ def test_cli_time_limit_and_bad_values(tmp_path, monkeypatch) -> None:
 
 def _interrupt_at(monkeypatch, n: int) -> None:
     """Make the ``n``-th case measured raise KeyboardInterrupt, with the table checkpointed after every case."""
-    from autodistill import measure
+    from autodistill.measure import plan, runner
 
-    real, calls = measure.measure_case, []
+    real, calls = runner.measure_case, []
 
     def flaky(*a, **kw):
         calls.append(1)
@@ -371,8 +373,8 @@ def _interrupt_at(monkeypatch, n: int) -> None:
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(measure, "measure_case", flaky)
-    monkeypatch.setattr(calibration_cli, "CHECKPOINT_EVERY_S", 0.0)
+    monkeypatch.setattr(runner, "measure_case", flaky)  # what run_cases calls
+    monkeypatch.setattr(plan, "CHECKPOINT_EVERY_S", 0.0)
 
 
 def test_an_interrupted_calibration_keeps_its_measurements(tmp_path, monkeypatch) -> None:
@@ -403,9 +405,9 @@ def test_accelerator_students_reach_bert_large_sizes() -> None:
     from autodistill.measure import student_suite
 
     def gflops(device):
-        batches, seqs = calibration_cli.STUDENT_SHAPES[device]
+        batches, seqs = STUDENT_SHAPES[device]
         s = student_suite(64, seed=0, sources=["mobilebert", "broad", "small"], spread="log_flops",
-                          max_gflops=calibration_cli.MAX_STUDENT_GFLOPS[device], batches=batches, seqs=seqs)
+                          max_gflops=MAX_STUDENT_GFLOPS[device], batches=batches, seqs=seqs)
         return np.array([c.arch().flops_per_token(c.seq) * c.batch * c.seq / 1e9 for c in s])
 
     cpu, gpu = gflops("cpu"), gflops("gpu")

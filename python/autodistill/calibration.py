@@ -43,15 +43,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from autodistill.arch import StudentArch
-from autodistill.costmodel_reference import (  # elementwise FLOPs per element and op shapes, as in model.cc
-    ACTIVATION_FLOPS, BIAS_FLOPS, LAYER_NORM_FLOPS, RESIDUAL_FLOPS, OpShape, attention_ops, dense_op, softmax_op,
-)
 from autodistill.errors import CalibrationError, choices_message
 from autodistill.hardware import (
     CLASS_TERMS, INTERVAL_LEVEL, MAX_HALF_RATE_K, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, ErrorBand,
     HardwareProfile,
 )
-from autodistill.measure import CHAIN_OPS, FIT_KINDS  # the case kinds (measure.py imports numpy only)
+from autodistill.measure.cases import FIT_KINDS, case_kind  # the case kinds (imports numpy only)
+from autodistill.measure.table import merge_measurements  # re-exported: tables of two calibrations as one
+from autodistill.oprows import OpRow  # the fitting row (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -83,97 +82,9 @@ ROOFLINE_CHOICES: tuple[str, ...] = ROOFLINES + ("auto",)
 
 
 # ============================================================================================ cases -> ops
-@dataclass(frozen=True)
-class OpRow:
-    """One cost-model op, totals over its ``count`` instances (as `autodistill.costmodel.OpEstimate`)."""
-
-    op_class: str
-    count: float
-    flops: float
-    padded_flops: float
-    vector_flops: float
-    weight_bytes: float
-    act_bytes: float
-    weights_onchip: bool
-    acts_onchip: bool
-    name: str = ""
-    # Matmuls: way i of running them costs ramp_a[i] + ramp_b[i] * half_rate_k FLOPs (totals, as
-    # `costmodel_reference.tile_candidates`); empty for other ops (their cost is padded_flops).
-    ramp_a: tuple[float, ...] = ()
-    ramp_b: tuple[float, ...] = ()
-    log_residual: float = 0.0  # the profile's shape residual at this op (its time is scaled by exp of it)
-
-
-def _residual(op: OpShape, hw: Mapping[str, Any]) -> float:
-    from autodistill.costmodel_reference import log_residual
-
-    return log_residual(hw.get(f"{op.op_class}_residual", ()), op.dims) if op.ramp_a else 0.0
-
-
-def _row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
-    """A micro-benchmark op (a `costmodel_reference` shape: one instance, run ``op.count`` times) as an
-    `OpRow` of totals: weights and activations each count as on-chip when one instance's fit in half
-    the on-chip memory."""
-    cap = 0.5 * hw["onchip_bytes"]
-    c = op.count
-    return OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
-                 op.act_bytes * c, op.weight_bytes <= cap, op.act_bytes <= cap, op.name,
-                 tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b), _residual(op, hw))
-
-
 def case_ops(kind: str, params: Mapping[str, Any], profile: HardwareProfile, dtype: str = "fp32") -> list[OpRow]:
-    """The cost-model ops one measured case consists of (see `autodistill.measure.Case` for params)."""
-    hw = profile.resolve(dtype)
-    p = params
-    if kind == "matmul":
-        return [_row(dense_op(hw, p["m"], p["k"], p["n"], 0.0, False, False, bias=False, name="matmul"), hw)]
-    if kind == "dense":
-        epi = BIAS_FLOPS + ACTIVATION_FLOPS[p["act"]] + (RESIDUAL_FLOPS if p["residual"] else 0.0) + (
-            LAYER_NORM_FLOPS if p["norm"] else 0.0)
-        return [_row(dense_op(hw, p["m"], p["k"], p["n"], epi, bool(p["residual"]), bool(p["norm"])), hw)]
-    if kind == "attention":
-        return [_row(op, hw) for op in attention_ops(hw, p["b"] * p["heads"], p["s"], p["d"])]
-    if kind == "softmax":
-        return [_row(softmax_op(hw, p["b"] * p["heads"], p["s"]), hw)]
-    if kind == "layernorm":
-        db = hw["dtype_bytes"]
-        ab = 2.0 * p["m"] * p["h"] * db
-        return [OpRow("vector", 1.0, 0.0, 0.0, LAYER_NORM_FLOPS * p["m"] * p["h"], 2.0 * p["h"] * db, ab, True,
-                      ab <= 0.5 * hw["onchip_bytes"], "layernorm")]
-    if kind == "gather":
-        M, H = float(p["b"] * p["s"]), float(p["h"])
-        ab = (M * H + 2 * M * H + M * H) * hw["dtype_bytes"]  # BERT embeddings: E = H, no projection
-        return [OpRow("gather", 1.0, 0.0, 0.0, M * H * (2.0 + LAYER_NORM_FLOPS), 0.0, ab, True,
-                      ab <= 0.5 * hw["onchip_bytes"], "embedding_gather")]
-    if kind == "chain":
-        n = float(p["n"])
-        if p["op"] == "dense":
-            return [_row(dense_op(hw, p["m"], p["h"], p["h"], BIAS_FLOPS + ACTIVATION_FLOPS["relu"], False, False,
-                                  name="chain_dense", count=n), hw)]
-        if p["op"] == "softmax":
-            return [_row(softmax_op(hw, p["b"] * p["heads"], p["s"], count=n), hw)]
-        raise CalibrationError(choices_message("chain op", p["op"], CHAIN_OPS))
-    if kind in ("layer", "student"):
-        arch = StudentArch.from_dict(p["arch"])
-        return [r for r in student_ops(arch, profile, int(p["b"]), int(p["s"]), dtype)
-                if not (kind == "layer" and r.name.startswith("embedding"))]
-    raise CalibrationError(f"no cost-model ops for case kind {kind!r}; fitted kinds: {', '.join(FIT_KINDS)}")
-
-
-def student_ops(arch: StudentArch, profile: HardwareProfile, batch: int, seq: int, dtype: str) -> list[OpRow]:
-    """A student's ops as `OpRow` totals, from the reference walk (the shipped model's twin)."""
-    from autodistill import costmodel_reference as ref
-
-    hw = profile.resolve(dtype)
-    w_onchip = ref.weight_bytes(arch, False, hw["dtype_bytes"]) <= 0.5 * hw["onchip_bytes"]
-    cap = 0.5 * hw["onchip_bytes"]
-    out = []
-    for op in ref.ops(arch, hw, batch, seq):
-        c = op.count
-        out.append(OpRow(op.op_class, c, op.flops * c, op.padded_flops * c, op.vector_flops * c, op.weight_bytes * c,
-                         op.act_bytes * c, w_onchip, op.act_bytes <= cap, op.name,
-                         tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b), _residual(op, hw)))
-    return out
+    """The cost-model ops one measured case consists of: its case kind's own list (`autodistill.measure.cases`)."""
+    return case_kind(kind).ops(params, profile, dtype)
 
 
 # ============================================================================================ the predictor
@@ -735,7 +646,6 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     fit_info.update(mode_info[kept])  # stage1/stage2 rms of the kept fit, as before
     fit_info.update(roofline=kept, roofline_choice=choice, by_roofline=mode_info,
                     roofline_selection_mape={m: float(v) for m, v in select_mape.items()})
-    theta = thetas[kept]
     source = (f"autodistill calibrate on {_first(df, 'device_kind')} ({_first(df, 'cpu')}) host {_first(df, 'host')} "
               f"{_first(df, 'date')}; jax {_first(df, 'jax_version')}; {len(micro_idx)} micro-benchmarks + "
               f"{len(train_idx)} training students, {len(test_idx)} held out (seed {seed}); roofline {kept}"
@@ -815,6 +725,67 @@ def error_band(ratios: Sequence[float], what: str, level: float = INTERVAL_LEVEL
     return ErrorBand(float(round(lo, 4)), float(round(hi, 4)), level, int(len(r)), f"{what} (n={len(r)})")
 
 
+def describe_measurements(df: "pd.DataFrame", device: str) -> str:  # noqa: F821
+    """The calibrated profile's description: the machine, JAX version and XLA flags the table was measured with."""
+    def first(col: str) -> str:
+        return str(df[col].iloc[0]) if col in df.columns and len(df) else "?"
+
+    aff = first("cpu_affinity")
+    n = len([c for c in aff.split(",") if c.strip()]) if aff not in ("?", "", "nan") else 0
+    where = f"{first('cpu')}" + (f", {n} core(s) [{aff}]" if device == "cpu" and n else "")
+    flags = first("xla_flags")
+    if device != "cpu" and first("device_kind") not in ("?", "", "nan"):
+        where = f"{first('device_kind')}; host {where}"
+    return (f"this machine's {device.upper()} ({where}), JAX {first('jax_version')}"
+            + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "") + "; calibrated by `autodistill calibrate`")
+
+
+
+
+def write_profile(rep: CalibrationReport, out: str | os.PathLike[str]) -> Path:
+    """Save the calibrated profile with the report as header comments (atomic; round-trip checked)."""
+    import tomllib
+
+    from autodistill.hardware import profile_from_dict, save_profile
+    from autodistill.measure import TIME_DESCRIPTIONS
+
+    out = Path(out)
+    save_profile(rep.profile, out)  # validates and writes atomically
+    h, s = rep.heldout, rep.heldout_spec
+    col = rep.fit.get("time_col", "median_s")
+    what = TIME_DESCRIPTIONS.get(col, "per case")
+    lines = [f"# Calibrated: {rep.profile.calibration.source}.",
+             f"# Fitted times: {col} ({what}" + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
+    if rep.fit.get("timing"):
+        lines.append(f"# Timing: {rep.fit['timing']}.")
+    if rep.base_measured:
+        lines.append("# Base rates measured on this device: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in rep.base_measured.items()) + "; other base fields from the base profile.")
+    kept = rep.profile.roofline
+    lines.append(f"# Roofline: {kept} ({rep.fit.get('roofline_choice', 'given')}).")
+    if h:
+        lines.append(f"# Held-out students (n={h['n']}), {kept} roofline: MAPE {100 * h['mape']:.2f}%, within +-10% "
+                     f"{100 * h['within_10pct']:.1f}%, Spearman {h['spearman']:.4f}, Kendall {h['kendall']:.4f}.")
+    for mode, acc in rep.rooflines.items():
+        o = acc.get("heldout") if mode != kept else None
+        if o:
+            lines.append(f"# Same fit with the {mode} roofline (not kept; for comparison): held-out MAPE "
+                         f"{100 * o['mape']:.2f}%, within +-10% {100 * o['within_10pct']:.1f}%, Spearman "
+                         f"{o['spearman']:.4f}, Kendall {o['kendall']:.4f}.")
+    if s:
+        lines.append(f"# Spec-only base profile on the same students: MAPE {100 * s['mape']:.1f}%, within +-10% "
+                     f"{100 * s['within_10pct']:.1f}%, Spearman {s['spearman']:.4f}.")
+    for col, nf in rep.noise.items():
+        if nf:
+            lines.append(f"# Noise floor ({col}): " + ", ".join(f"{k}={v:.4g}" for k, v in nf.items()) + ".")
+    text = "\n".join(lines) + "\n" + out.read_text(encoding="utf-8")
+    profile_from_dict(tomllib.loads(text), source=str(out))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
 def _first(df: "pd.DataFrame", col: str) -> str:  # noqa: F821
     if col in df.columns and len(df):
         return str(df[col].iloc[0])
@@ -846,23 +817,6 @@ def _flops_check(stud: "pd.DataFrame", profile: HardwareProfile, dtype: str) -> 
 
 
 # ============================================================================================ recalibration
-def merge_measurements(old: "pd.DataFrame", new: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
-    """One table of ``old`` and ``new`` rows, for fitting both (an existing calibration extended by new cases).
-
-    A case measured in both counts as more passes of one case (the fit keeps its fastest). A student
-    already in ``old`` keeps ``old``'s train/test split, so the held-out set stays held out.
-    """
-    import pandas as pd
-
-    new = new.copy()
-    if "split" in old.columns and "split" in new.columns and "name" in old.columns:
-        stud = old[old["kind"] == "student"]
-        known = dict(zip(stud["name"], stud["split"].fillna("").astype(str)))
-        hit = (new["kind"] == "student") & new["name"].isin(list(known))
-        new.loc[hit, "split"] = new.loc[hit, "name"].map(known)
-    return pd.concat([old, new], ignore_index=True)
-
-
 def measurements_path(profile_path: str | os.PathLike[str]) -> Path:
     """Where `autodistill calibrate` writes a profile's measurement table: ``<stem>_measurements.csv`` beside it."""
     p = Path(profile_path)

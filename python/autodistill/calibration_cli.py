@@ -23,26 +23,16 @@ import dataclasses
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
+from autodistill.calibration import describe_measurements, write_profile
 from autodistill.errors import CalibrationError
+from autodistill.measure.plan import MeasurePlan, measure_device
+from autodistill.measure.table import TIME_CHOICES
 
 logger = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "gpu", "tpu")
-#: Default largest student forward pass (GFLOP) by device: the accelerators run BERT-large at 128 tokens
-#: (78 GFLOP) in about 2 ms, and a fit on small students alone over-estimated it by 63% on an H200.
-MAX_STUDENT_GFLOPS = {"cpu": 12.0, "gpu": 200.0, "tpu": 200.0}
-#: Batch sizes and sequence lengths students are timed at, by device: on accelerators larger ones, so
-#: that the students reach the GFLOP limit (spread evenly over log FLOPs: about 15 students per decade
-#: from 0.01 to 100 GFLOP, where the CPU's shapes stop near 10).
-STUDENT_SHAPES = {"cpu": ((1, 2, 4, 8), (16, 32, 64, 128)),
-                  "gpu": ((1, 2, 4, 8, 16, 32), (32, 64, 128, 256)),
-                  "tpu": ((1, 2, 4, 8, 16, 32), (32, 64, 128, 256))}
-#: While measuring, the table so far is saved beside the profile at most this often (seconds).
-CHECKPOINT_EVERY_S = 15.0
-TIME_COLUMNS = {"wall": "median_s", "corrected": "corrected_median_s", "min": "min_s"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_D = MeasurePlan()  # the measuring defaults, written once
+
+
+def plan_of(args: argparse.Namespace) -> MeasurePlan:
+    """The `MeasurePlan` the calibrate flags describe."""
+    return MeasurePlan(device=args.device, suite=args.suite, students=args.students, seed=args.seed,
+                       test_fraction=args.test_fraction,
+                       student_sources=tuple(x.strip() for x in args.student_sources.split(",") if x.strip()),
+                       student_spread=args.student_spread, max_student_gflops=args.max_student_gflops,
+                       noise_students=args.noise_students, noise_repeats=args.noise_repeats, budget_s=args.budget_s,
+                       passes=args.passes, quiet_threshold=args.quiet_threshold, max_wait_s=args.max_wait_s,
+                       retries=args.retries, cores=args.cores, dtype=args.dtype, max_measure_s=args.max_measure_s)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="measure this device and fit a hardware profile's efficiency terms",
                        description=__doc__.splitlines()[0])
@@ -61,39 +65,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="where to write the calibrated profile (.toml); its stem names it")
     p.add_argument("--base", default="cpu_generic",
                    help="profile to start from and to report as the spec-only baseline (default: cpu_generic)")
-    p.add_argument("--suite", default="full", choices=("tiny", "small", "full"), help="micro-benchmark suite size")
+    p.add_argument("--suite", default=_D.suite, choices=("tiny", "small", "full"), help="micro-benchmark suite size")
     p.add_argument("--students", type=int, default=None,
                    help="whole students to measure (default: 64 for the full suite, 12 otherwise)")
-    p.add_argument("--test-fraction", type=float, default=0.4, help="share of students held out (default 0.4)")
-    p.add_argument("--student-sources", default="mobilebert,broad,small",
+    p.add_argument("--test-fraction", type=float, default=_D.test_fraction, help="share of students held out (default 0.4)")
+    p.add_argument("--student-sources", default=",".join(_D.student_sources),
                    help="comma-separated sources of students, drawn in turn: search-space names (their feasible "
                         "pools) or 'broad' (BERT/MobileBERT shapes incl. LayerNorm, GELU, no bottleneck); "
                         "default: mobilebert,broad,small")
-    p.add_argument("--student-spread", default="log_flops", choices=("uniform", "log_flops"),
+    p.add_argument("--student-spread", default=_D.student_spread, choices=("uniform", "log_flops"),
                    help="how students spread over size: as drawn (most near the GFLOP limit) or evenly over log "
                         "FLOPs, which also covers the small, fast students a search picks (default log_flops)")
     p.add_argument("--max-student-gflops", type=float, default=None,
                    help="largest forward pass of a measured student, GFLOP (default: 12 on cpu, where that takes "
                         "~0.1 s; 200 on gpu/tpu, so that BERT-base and -large at 128 tokens are inside the fitted "
                         "range)")
-    p.add_argument("--noise-students", type=int, default=4, help="held-out students re-measured for the noise floor")
-    p.add_argument("--noise-repeats", type=int, default=3, help="extra measurements of each noise student")
-    p.add_argument("--budget-s", type=float, default=0.5, help="timing budget per case, seconds (default 0.5)")
-    p.add_argument("--passes", type=int, default=2,
+    p.add_argument("--noise-students", type=int, default=_D.noise_students, help="held-out students re-measured for the noise floor")
+    p.add_argument("--noise-repeats", type=int, default=_D.noise_repeats, help="extra measurements of each noise student")
+    p.add_argument("--budget-s", type=float, default=_D.budget_s, help="timing budget per case, seconds (default 0.5)")
+    p.add_argument("--passes", type=int, default=_D.passes,
                    help="measure every case this many times, in independently shuffled orders; the fit uses "
                         "each case's fastest pass (default 2)")
     p.add_argument("--quiet-threshold", type=float, default=None,
                    help="before timing a case, wait until other processes use fewer CPU cores than this "
                         "(negative: never wait; default: 0.5, or never with --cores 1)")
-    p.add_argument("--max-wait-s", type=float, default=20.0, help="longest wait for quiet per case (default 20)")
-    p.add_argument("--retries", type=int, default=2,
+    p.add_argument("--max-wait-s", type=float, default=_D.max_wait_s, help="longest wait for quiet per case (default 20)")
+    p.add_argument("--retries", type=int, default=_D.retries,
                    help="re-time a case up to this many times when others' load exceeded the threshold")
-    p.add_argument("--cores", type=int, default=1,
+    p.add_argument("--cores", type=int, default=_D.cores,
                    help="cpu only: pin the process to this many of the least busy cores before JAX starts "
                         "(default 1; 0: all). With 1, XLA runs every op on one thread and process CPU time is "
                         "the idle-core latency even on a busy machine; the profile then describes one core. "
                         "More cores need a quiet machine (see --quiet-threshold)")
-    p.add_argument("--time", default=None, choices=tuple(TIME_COLUMNS),
+    p.add_argument("--time", default=None, choices=tuple(TIME_CHOICES),
                    help="which time to fit: wall-clock medians, the median of per call min(wall, process CPU "
                         "time), which drops waits for a core another process held, or the fastest call "
                         "(interference only ever adds time, so it is the statistic that repeats); default: min "
@@ -197,12 +201,12 @@ def _calibrate(args: argparse.Namespace) -> int:
         if args.dtype not in JAX_DTYPES:
             raise CalibrationError(f"--dtype {args.dtype!r} cannot be measured; valid: {', '.join(JAX_DTYPES)}")
         path = Path(args.measurements) if args.measurements else measurements_path(args.out)
-        df = measure_device(args, checkpoint=path, earlier=earlier)
+        df = measure_device(plan_of(args), checkpoint=path, earlier=earlier)
         save_measurements(df, path)
         print(f"wrote {len(df)} measurements to {path}"
               + (f" ({len(earlier)} of them from {args.add_to})" if earlier is not None else ""), file=sys.stderr)
     name = Path(args.out).stem
-    time_col = TIME_COLUMNS[args.time] if args.time else TIME_COLUMN[args.device]
+    time_col = TIME_CHOICES[args.time] if args.time else TIME_COLUMN[args.device]
     if time_col not in df.columns:
         raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
     rep = calibrate(df, base, name=name, dtype=args.dtype, seed=args.seed, test_fraction=args.test_fraction,
@@ -263,133 +267,3 @@ def _calibrate_from_ops(args: argparse.Namespace, base) -> int:
     return 0
 
 
-def describe_measurements(df, device: str) -> str:
-    def first(col: str) -> str:
-        return str(df[col].iloc[0]) if col in df.columns and len(df) else "?"
-
-    aff = first("cpu_affinity")
-    n = len([c for c in aff.split(",") if c.strip()]) if aff not in ("?", "", "nan") else 0
-    where = f"{first('cpu')}" + (f", {n} core(s) [{aff}]" if device == "cpu" and n else "")
-    flags = first("xla_flags")
-    if device != "cpu" and first("device_kind") not in ("?", "", "nan"):
-        where = f"{first('device_kind')}; host {where}"
-    return (f"this machine's {device.upper()} ({where}), JAX {first('jax_version')}"
-            + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "") + "; calibrated by `autodistill calibrate`")
-
-
-def measure_device(args: argparse.Namespace, checkpoint: str | Path | None = None,
-                   earlier=None):  # -> pd.DataFrame
-    """Run the micro suite, the students and the noise repeats on ``args.device``, in a seeded shuffled order.
-
-    With ``checkpoint``, the table measured so far is saved there (atomically) at most every 15 s,
-    so an interrupted calibration keeps its measurements (refit them with --from-measurements).
-    With ``earlier`` (a measurement table), the rows returned and saved follow its rows
-    (`autodistill.calibration.merge_measurements`), so a checkpoint over the earlier file loses nothing.
-    """
-    import dataclasses
-
-    import numpy as np
-
-    from autodistill.calibration import merge_measurements
-    from autodistill.measure import (RunOptions, get_device, jax_dtype, measurement_table, micro_suite,
-                                     models_available, pin_cores, run_cases, save_measurements, student_suite)
-
-    if args.device == "cpu" and args.cores > 0:
-        cores = pin_cores(args.cores)
-        print(f"pinned to core(s) {sorted(cores)}", file=sys.stderr)
-    device = get_device(args.device)
-    dtype = jax_dtype(getattr(args, "dtype", "fp32"), args.device)
-    n_students = args.students if args.students is not None else (64 if args.suite == "full" else 12)
-    if n_students and not models_available():
-        raise CalibrationError("measuring whole students needs autodistill.models (the Flax student); "
-                               "pass --students 0 to calibrate on micro-benchmarks only")
-    cases = micro_suite(args.suite, seed=args.seed, platform=args.device)
-    sources = [x.strip() for x in args.student_sources.split(",") if x.strip()]
-    gflops = getattr(args, "max_student_gflops", None) or MAX_STUDENT_GFLOPS[args.device]
-    batches, seqs = STUDENT_SHAPES[args.device]
-    students = (student_suite(n_students, seed=args.seed, test_fraction=args.test_fraction, sources=sources,
-                              max_gflops=gflops, spread=getattr(args, "student_spread", "uniform"),
-                              batches=batches, seqs=seqs)
-                if n_students else [])
-    rng = np.random.default_rng(args.seed)
-    base_kinds = ("peak", "stream", "vector_peak")
-    rest = [c for c in cases if c.kind not in base_kinds] + students
-    order = [c for c in cases if c.kind in base_kinds] + [rest[i] for i in rng.permutation(len(rest))]
-    held = [c for c in students if c.split == "test"][:args.noise_students]
-    n0 = len(order)
-    for k in range(args.noise_repeats, 0, -1):  # re-measure at evenly spaced points: drift counts as noise
-        at = n0 * k // args.noise_repeats
-        order[at:at] = [dataclasses.replace(c, repeat=k) for c in held]
-    n_base = sum(c.kind in base_kinds for c in cases)
-    first = order[n_base:]
-    for p in range(1, args.passes):  # further passes over everything but the base rates, reshuffled
-        order += [dataclasses.replace(first[i], pass_=p) for i in rng.permutation(len(first))]
-    t0 = time.perf_counter()
-    done: list[dict] = []
-    saved = [t0]
-
-    def progress(i: int, n: int, row: dict) -> None:
-        done.append(row)
-        if checkpoint is not None and time.perf_counter() - saved[0] >= CHECKPOINT_EVERY_S:
-            so_far = measurement_table(done)
-            save_measurements(so_far if earlier is None else merge_measurements(earlier, so_far), checkpoint)
-            saved[0] = time.perf_counter()
-        logger.info("[%d/%d %.0fs] %s %.3g ms (spread %.1f%%, n=%d, compile %.1fs)", i + 1, n,
-                    time.perf_counter() - t0, row["name"], 1e3 * row["median_s"], 100 * row["rel_spread"], row["n"],
-                    row["compile_s"])
-        if (i + 1) % 20 == 0 or i + 1 == n:
-            print(f"measured {i + 1}/{n} cases in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-
-    quiet = args.quiet_threshold
-    if quiet is None:
-        quiet = -1.0 if (args.device == "cpu" and args.cores == 1) else 0.5
-    opts = RunOptions.for_device(args.device, budget_s=args.budget_s,
-                                 quiet_threshold=None if quiet < 0 else quiet, max_wait_s=args.max_wait_s,
-                                 retries=max(0, args.retries))
-    df = run_cases(order, device=device, opts=opts, dtype=dtype, progress=progress,
-                   max_time_s=getattr(args, "max_measure_s", None))
-    return df if earlier is None else merge_measurements(earlier, df)
-
-
-def write_profile(rep, out: str | Path) -> Path:
-    """Save the calibrated profile with the report as header comments (atomic; round-trip checked)."""
-    import tomllib
-
-    from autodistill.hardware import profile_from_dict, save_profile
-    from autodistill.measure import TIME_DESCRIPTIONS
-
-    out = Path(out)
-    save_profile(rep.profile, out)  # validates and writes atomically
-    h, s = rep.heldout, rep.heldout_spec
-    col = rep.fit.get("time_col", "median_s")
-    what = TIME_DESCRIPTIONS.get(col, "per case")
-    lines = [f"# Calibrated: {rep.profile.calibration.source}.",
-             f"# Fitted times: {col} ({what}" + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
-    if rep.fit.get("timing"):
-        lines.append(f"# Timing: {rep.fit['timing']}.")
-    if rep.base_measured:
-        lines.append("# Base rates measured on this device: " + ", ".join(
-            f"{k}={v:.4g}" for k, v in rep.base_measured.items()) + "; other base fields from the base profile.")
-    kept = rep.profile.roofline
-    lines.append(f"# Roofline: {kept} ({rep.fit.get('roofline_choice', 'given')}).")
-    if h:
-        lines.append(f"# Held-out students (n={h['n']}), {kept} roofline: MAPE {100 * h['mape']:.2f}%, within +-10% "
-                     f"{100 * h['within_10pct']:.1f}%, Spearman {h['spearman']:.4f}, Kendall {h['kendall']:.4f}.")
-    for mode, acc in rep.rooflines.items():
-        o = acc.get("heldout") if mode != kept else None
-        if o:
-            lines.append(f"# Same fit with the {mode} roofline (not kept; for comparison): held-out MAPE "
-                         f"{100 * o['mape']:.2f}%, within +-10% {100 * o['within_10pct']:.1f}%, Spearman "
-                         f"{o['spearman']:.4f}, Kendall {o['kendall']:.4f}.")
-    if s:
-        lines.append(f"# Spec-only base profile on the same students: MAPE {100 * s['mape']:.1f}%, within +-10% "
-                     f"{100 * s['within_10pct']:.1f}%, Spearman {s['spearman']:.4f}.")
-    for col, nf in rep.noise.items():
-        if nf:
-            lines.append(f"# Noise floor ({col}): " + ", ".join(f"{k}={v:.4g}" for k, v in nf.items()) + ".")
-    text = "\n".join(lines) + "\n" + out.read_text(encoding="utf-8")
-    profile_from_dict(tomllib.loads(text), source=str(out))
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out

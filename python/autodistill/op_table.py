@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from autodistill.calibration import (
-    PARAM_NAMES, OpMatrix, OpRow, accuracy, base_rates, calibration_of, error_band, fit_terms, predict, theta_of,
+    PARAM_NAMES, OpMatrix, accuracy, base_rates, calibration_of, error_band, fit_terms, predict, theta_of,
 )
 from autodistill.costmodel_reference import (
     LAYER_NORM_FLOPS, SOFTMAX_FLOPS, dense_op, log_residual, residual_basis, tile_candidates,
 )
 from autodistill.errors import CalibrationError, choices_message
+from autodistill.oprows import OpRow
 from autodistill.hardware import DTYPES, RESIDUAL_CLASSES, RESIDUAL_MAX_LOG, ROOFLINES, HardwareProfile
 
 if TYPE_CHECKING:
