@@ -78,6 +78,13 @@ def test_flash_full_export(setup, capsys) -> None:
     pytest.importorskip("transformers")
     code, out = _run(capsys, "distill", "export", "--checkpoint-dir", str(ck), "--out", str(root / "hf2"))
     assert code == 0 and "logits match" in out
+    # the checkpoint is never the export's target: not itself, not a folder holding it, not inside it
+    before = sorted(p.relative_to(ck) for p in ck.rglob("*"))
+    for out_dir in (ck, root, ck / "inside"):
+        args = _parser().parse_args(["distill", "export", "--checkpoint-dir", str(ck), "--out", str(out_dir)])
+        with pytest.raises(AutodistillError, match="is the checkpoint folder .*, holds it or is inside it"):
+            args.func(args)
+    assert sorted(p.relative_to(ck) for p in ck.rglob("*")) == before
 
 
 def test_errors_are_autodistill_errors(setup) -> None:

@@ -73,3 +73,22 @@ def test_export_minilm_teacher_with_a_head(tmp_path) -> None:
     params = dict(t.params, cls=cls)
     folder = export_student(t.arch, params, tmp_path / "minilm", vocab_path=t.vocab_path)
     assert verify_export(folder, t.arch, params, seq=64) <= 1e-4
+
+
+def test_export_never_replaces_a_folder_it_did_not_write(tmp_path) -> None:
+    arch = tiny_student(300)
+    params = init_params(StudentModel(arch=arch, mlm_head=False), jax.random.PRNGKey(0), batch=1, seq=8)
+    keep = tmp_path / "my_work"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious\n")
+    with pytest.raises(DistillError, match=r"is not an export folder \(it holds notes.txt\); nothing was written"):
+        export_student(arch, params, keep, verify=False)
+    assert (keep / "notes.txt").read_text() == "precious\n" and len(list(keep.iterdir())) == 1
+    out = export_student(arch, params, tmp_path / "exp", verify=False)
+    again = export_student(arch, params, out, verify=False)  # an earlier export of the same student: replaced
+    assert again == out and (out / "model.safetensors").is_file()
+    other = tiny_student(300, layers=3)
+    other_params = init_params(StudentModel(arch=other, mlm_head=False), jax.random.PRNGKey(0), batch=1, seq=8)
+    with pytest.raises(DistillError, match="holds an export of another model"):
+        export_student(other, other_params, out, verify=False)
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == arch.num_hidden_layers

@@ -103,3 +103,69 @@ def test_trial_record_validation():
     with pytest.raises(SearchError, match="must be a number"):
         TrialResult("high")  # type: ignore[arg-type]
     assert not TrialResult(float("nan")).ok and TrialResult(0.5).ok
+
+
+# ------------------------------------------------------------------ nothing a user does loses data
+@pytest.mark.parametrize("content,phrase", [
+    (b"", r"exists but is empty \(0 bytes\)"),
+    (b"this is not a database at all, just some text" * 20, "not a usable trial store"),
+])
+def test_an_unreadable_store_file_is_refused_not_restarted(tmp_path, content, phrase):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "trials.sqlite").write_bytes(content)
+    for kw in ({}, {"create": False, "readonly": True}):
+        with pytest.raises(SearchError, match=phrase):
+            TrialStore(run, **kw)
+    assert (run / "trials.sqlite").read_bytes() == content  # untouched
+
+
+def test_an_sqlite_file_that_is_no_store_is_refused(tmp_path):
+    db = tmp_path / "other.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE notes (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(SearchError, match="exists but is not a trial store"):
+        TrialStore(db)
+    assert sqlite3.connect(db).execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]
+
+
+def test_csv_never_over_a_store_and_over_other_files_only_with_force(tmp_path):
+    pytest.importorskip("pandas")
+    with TrialStore(tmp_path / "run") as st:
+        st.add_proposals([sugg("mobilebert", 5e-4)], suggest_s=0.1)
+        for target in (st.db_path, tmp_path / "run" / "trials.sqlite-wal"):
+            with pytest.raises(SearchError, match="it is a trial store"):
+                st.to_csv(target, force=True)
+        other = sqlite3.connect(tmp_path / "elsewhere.db")
+        other.execute("CREATE TABLE t (x)")
+        other.commit()
+        other.close()
+        with pytest.raises(SearchError, match="it is a trial store"):
+            st.to_csv(tmp_path / "elsewhere.db", force=True)
+        notes = tmp_path / "notes.txt"
+        notes.write_text("my notes\n")
+        with pytest.raises(SearchError, match="exists and is not a trials CSV written by autodistill; pass --force"):
+            st.to_csv(notes)
+        assert notes.read_text() == "my notes\n"
+        st.to_csv(notes, force=True)
+        assert notes.read_text().startswith("trial_id,status,source")
+        out = st.to_csv(tmp_path / "t.csv")
+        st.to_csv(out)  # an earlier export is replaced without --force
+    with TrialStore(tmp_path / "run", create=False, readonly=True) as st:
+        assert len(st.trials()) == 1
+
+
+def test_cli_trials_csv_over_the_store_exits_2_and_keeps_it(tmp_path, capsys):
+    pytest.importorskip("pandas")
+    from autodistill import cli
+
+    with TrialStore(tmp_path / "run") as st:
+        st.add_proposals([sugg("mobilebert", 5e-4)], suggest_s=0.1)
+    before = (tmp_path / "run" / "trials.sqlite").read_bytes()[:16]
+    assert cli.main(["trials", str(tmp_path / "run"), "--csv", str(tmp_path / "run" / "trials.sqlite")]) == 2
+    assert "it is a trial store" in capsys.readouterr().err
+    assert (tmp_path / "run" / "trials.sqlite").read_bytes()[:16] == before
+    with TrialStore(tmp_path / "run", create=False, readonly=True) as st:
+        assert len(st.trials()) == 1

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from autodistill.arch import StudentArch, reference_arch
-from autodistill.errors import ArchError
+from autodistill.errors import ArchError, DistillError
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,10 @@ def _export(args: argparse.Namespace) -> int:
     from autodistill.distill.export import export_student
     from autodistill.distill.full import load_checkpoint
 
+    ck, out = Path(args.checkpoint_dir).resolve(), Path(args.out).resolve()
+    if out == ck or out in ck.parents or ck in out.parents:
+        raise DistillError(f"--out {args.out} is the checkpoint folder {args.checkpoint_dir}, holds it or is inside it; "
+                           "export to a folder of its own")
     arch, params = load_checkpoint(args.checkpoint_dir, args.step)
     vocab = args.vocab
     if vocab is None:

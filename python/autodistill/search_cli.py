@@ -49,7 +49,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seq", type=int, help="objective workload sequence length (default: the space's)")
     p.add_argument("--max-candidates", type=int, default=1_000_000,
                    help="enumerate up to this many combinations, else sample this many")
-    p.add_argument("--csv", help="also export all trials to this CSV")
+    p.add_argument("--csv", help="also export all trials to this CSV (never over a store; over another existing "
+                                 "file only with --force)")
+    p.add_argument("--force", action="store_true", help="let --csv replace an existing file that is not a trials CSV")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
 
@@ -58,7 +60,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("store", help="run folder (runs/NAME) or .sqlite file")
     t.add_argument("--status", choices=("pending", "running", "completed", "failed"), help="only this status")
     t.add_argument("--limit", type=int, default=0, help="show only the last N trials (0: all)")
-    t.add_argument("--csv", help="export all trials to this CSV (needs pandas)")
+    t.add_argument("--csv", help="export all trials to this CSV (needs pandas; never over a store; over another "
+                                 "existing file only with --force)")
+    t.add_argument("--force", action="store_true", help="let --csv replace an existing file that is not a trials CSV")
     t.set_defaults(func=cmd_trials)
 
 
@@ -112,7 +116,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.csv:
         from autodistill.search.store import TrialStore
         with TrialStore(args.store) as st:
-            print(f"wrote {st.to_csv(args.csv)}")
+            print(f"wrote {st.to_csv(args.csv, force=args.force)}")
     return 0
 
 
@@ -168,7 +172,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
         _print_pareto(st.pareto(), st.hypervolume(), st.reference_point())
         if args.csv:
             try:
-                print(f"wrote {st.to_csv(args.csv)}")
+                print(f"wrote {st.to_csv(args.csv, force=args.force)}")
             except ImportError as e:
                 raise SearchError(f"--csv needs pandas ({e})") from None
     return 0

@@ -411,6 +411,29 @@ def load_hf_folder(path: str | os.PathLike) -> tuple[StudentArch, dict, bool]:
     return arch, params, "cls" in params
 
 
+#: The files an export folder holds; a folder with anything else is never replaced.
+EXPORT_FILES = frozenset({"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"})
+
+
+def _check_replaceable(dest: Path, arch: StudentArch) -> None:
+    if not dest.is_dir():
+        return
+    names = {p.name for p in dest.iterdir()}
+    if not names:
+        return
+    extra = sorted(names - EXPORT_FILES)
+    if extra:
+        raise DistillError(f"{dest} exists and is not an export folder (it holds {', '.join(extra[:5])}"
+                           f"{', ...' if len(extra) > 5 else ''}); nothing was written. Choose another output folder")
+    try:
+        cfg = json.loads((dest / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = None
+    if cfg not in (hf_config_for(arch, True), hf_config_for(arch, False)):
+        raise DistillError(f"{dest} holds an export of another model; nothing was written. Choose another output "
+                           "folder, or remove that one")
+
+
 def save_hf_folder(arch: StudentArch, params: Mapping, path: str | os.PathLike,
                    vocab_path: str | os.PathLike | None = None) -> Path:
     """Write ``params`` as a transformers model folder that ``from_pretrained`` loads.
@@ -418,14 +441,16 @@ def save_hf_folder(arch: StudentArch, params: Mapping, path: str | os.PathLike,
     Writes ``config.json``, ``model.safetensors`` (tied decoder weights left out,
     as ``save_pretrained`` does) and ``vocab.txt`` when ``vocab_path`` is given.
     The folder is built next to ``path`` and renamed into place, so a reader
-    never sees a half-written model; an existing folder at ``path`` is replaced.
-    Returns the folder path.
+    never sees a half-written model. An existing folder at ``path`` is replaced only when it is
+    empty or an earlier export of the same student (`EXPORT_FILES` only, the same config);
+    anything else raises `DistillError` and is left as it was. Returns the folder path.
     """
     from safetensors.numpy import save_file
 
     dest = Path(path)
     if dest.exists() and not dest.is_dir():
         raise DistillError(f"{dest} exists and is not a folder")
+    _check_replaceable(dest, arch)
     if vocab_path is not None and not Path(vocab_path).is_file():
         raise DistillError(f"vocab file {vocab_path} does not exist")
     sd = params_to_hf(arch, params)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -87,6 +88,26 @@ def resolve_store_path(path: str | Path) -> Path:
     return p / DB_NAME
 
 
+#: How a trials CSV written by `TrialStore.to_csv` begins.
+CSV_MARK = "trial_id,status,source"
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _is_trials_csv(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith(CSV_MARK)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _finite_or_none(v: float | None) -> float | None:
     if v is None:
         return None
@@ -124,6 +145,10 @@ class TrialStore:
     def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
         self.db_path = resolve_store_path(path)
         self.path = Path(path)
+        if self.db_path.is_file() and self.db_path.stat().st_size == 0:
+            raise SearchError(f"{self.db_path} exists but is empty (0 bytes), so it holds no trials: it is not a "
+                              "trial store. Move it away (or delete it) to start a new search there")
+        existed = self.db_path.exists()
         if not self.db_path.exists():
             if not create or readonly:
                 raise SearchError(f"no trial store at {str(self.db_path)!r} (run `autodistill search --store "
@@ -133,6 +158,11 @@ class TrialStore:
         try:
             self._conn = sqlite3.connect(str(self.db_path), timeout=30.0, check_same_thread=False,
                                          isolation_level=None)
+            if existed and not self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'trials'").fetchone():
+                self._conn.close()
+                raise SearchError(f"{self.db_path} exists but is not a trial store (no trials table); a folder "
+                                  "holding it is never treated as new. Move the file away to start a new search")
             if readonly:  # no schema writes; WAL readers need the -shm file, so no mode=ro
                 self._conn.execute("PRAGMA query_only=ON")
             else:
@@ -342,8 +372,23 @@ class TrialStore:
             df["pareto"] = df["trial_id"].isin(front)
         return df
 
-    def to_csv(self, path: str | Path) -> Path:
+    def to_csv(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write every trial to a CSV at ``path`` (atomically).
+
+        Never over this store's own files or any SQLite database; over another existing file only
+        when it is an earlier trials CSV (its header starts with `CSV_MARK`) or with ``force``."""
         path = Path(path)
+        own = {self.db_path.resolve(), *(Path(f"{self.db_path}{x}").resolve() for x in ("-wal", "-shm", "-journal"))}
+        if path.resolve() in own or _is_sqlite(path):
+            raise SearchError(f"refusing to write a CSV over {path}: it is a trial store (SQLite) file; "
+                              "give the CSV another name")
+        if path.exists() and not force and not _is_trials_csv(path):
+            raise SearchError(f"{path} exists and is not a trials CSV written by autodistill; pass --force to "
+                              "replace it, or give another name")
+        if path.is_dir():
+            raise SearchError(f"--csv {path} is a folder; give a file name")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.to_dataframe().to_csv(path, index=False)
+        tmp = path.with_name(f".{path.name}.tmp")
+        self.to_dataframe().to_csv(tmp, index=False)
+        os.replace(tmp, path)
         return path
