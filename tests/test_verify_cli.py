@@ -67,7 +67,8 @@ def test_reuse_rescores_saved_measurements_against_another_profile(tmp_path, cap
     meas = {n: cm.latency_s(reference_arch(n), 2, 32) * 1.02 for n in names}
     saved = {"device": "cpu", "profile": "other", "shapes": [
         {"profile": "other", "batch": 2, "seq": 32, "drift": {"ratio": 2.0, "n": 0, "anchors": []},
-         "students": [{"name": n, "measured_latency_s": m, "measured_spread": 0.01} for n, m in meas.items()]}]}
+         "students": [{"name": n, "arch": reference_arch(n).to_dict(), "measured_latency_s": m,
+                       "measured_spread": 0.01} for n, m in meas.items()]}]}
     src = tmp_path / "saved.json"
     src.write_text(json.dumps(saved))
     out = tmp_path / "again.json"
@@ -85,7 +86,18 @@ def test_reuse_rescores_saved_measurements_against_another_profile(tmp_path, cap
                  "--reuse", str(src)]) == 2
     assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", "mobilebert", "--shape", "2x32",
                  "--reuse", str(src)]) == 2
-    assert "no b2xs32 measurement of mobilebert" in capsys.readouterr().err
+    assert "no b2xs32 measurement of the architecture of mobilebert" in capsys.readouterr().err
+    # matched by the architecture, not the file name: a 24-layer model in a file named like tinybert-4 is not
+    # given tinybert-4's time
+    big = tmp_path / "tinybert-4.json"
+    big.write_text(json.dumps(reference_arch("bert-large").to_dict()))
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", str(big), "--shape", "2x32",
+                 "--reuse", str(src)]) == 2
+    assert "no b2xs32 measurement of the architecture of tinybert-4" in capsys.readouterr().err
+    (tmp_path / "cut.json").write_text(src.read_text()[:40])
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", names[0], "--shape", "2x32",
+                 "--reuse", str(tmp_path / "cut.json")]) == 2
+    assert "is not a verify JSON file" in capsys.readouterr().err
 
 
 def test_verify_times_a_run_folder_on_this_cpu(tmp_path, capsys) -> None:
@@ -97,3 +109,16 @@ def test_verify_times_a_run_folder_on_this_cpu(tmp_path, capsys) -> None:
     assert [s["name"] for s in sh["students"]] == ["base", "t1"]
     assert all(s["measured_latency_s"] > 0 and s["est_latency_s"] > 0 for s in sh["students"])
     assert "MAPE" in capsys.readouterr().out
+
+
+def test_version_and_python_m(capsys) -> None:
+    import subprocess
+    import sys
+
+    from autodistill import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"autodistill {__version__}"
+    res = subprocess.run([sys.executable, "-m", "autodistill", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == f"autodistill {__version__}"

@@ -28,9 +28,16 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def _version() -> str:
+    from autodistill import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autodistill", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    parser.add_argument("--version", action="version", version=f"autodistill {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in SUBCOMMAND_MODULES:

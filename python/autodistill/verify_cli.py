@@ -102,7 +102,10 @@ def _reused(path: str, profile_name: str) -> dict[tuple[int, int], dict[str, Any
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--reuse file {path!r} does not exist")
-    data = json.loads(p.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--reuse file {path!r} is not a verify JSON file: {e}") from None
     out = {}
     for sh in data.get("shapes", []):
         if sh.get("profile") != profile_name:
@@ -111,6 +114,12 @@ def _reused(path: str, profile_name: str) -> dict[tuple[int, int], dict[str, Any
     return out
 
 
+
+
+def _arch_key(d: dict[str, Any]) -> str:
+    from autodistill.arch import StudentArch
+
+    return json.dumps(StudentArch.from_dict(d).to_dict(), sort_keys=True)
 
 
 def format_shape(res: dict[str, Any]) -> str:
@@ -167,12 +176,14 @@ def _verify(args: argparse.Namespace) -> int:
         prev = reuse.get((b, s))
         rows, drift = None, None
         if prev is not None:
-            got = {p["name"]: p for p in prev["students"]}
-            missing = [n for n, _ in students if n not in got]
+            # matched by the architecture's fields, not by name: a file name says nothing about the model
+            got = {_arch_key(p["arch"]): p for p in prev["students"] if "arch" in p}
+            missing = [n for n, a in students if _arch_key(a.to_dict()) not in got]
             if missing:
-                raise ConfigError(f"--reuse {args.reuse!r} has no b{b}xs{s} measurement of {', '.join(missing)}")
-            rows = [{"latency_s": got[n]["measured_latency_s"], "rel_spread": got[n]["measured_spread"]}
-                    for n, _ in students]
+                raise ConfigError(f"--reuse {args.reuse!r} has no b{b}xs{s} measurement of the architecture of "
+                                  f"{', '.join(missing)}")
+            rows = [{"latency_s": got[_arch_key(a.to_dict())]["measured_latency_s"],
+                     "rel_spread": got[_arch_key(a.to_dict())]["measured_spread"]} for _, a in students]
             drift = DriftCheck.from_dict(prev["drift"]) if prev.get("drift") else None
         elif args.reuse:
             raise ConfigError(f"--reuse {args.reuse!r} has no shape {b}x{s}")
