@@ -220,3 +220,19 @@ def test_cli_errors(tmp_path):
     args = p.parse_args(["trials", str(tmp_path / "missing")])
     with pytest.raises(SearchError, match="no trial store"):
         args.func(args)
+
+
+@pytest.mark.parametrize("argv,phrase", [
+    (["search", "--space", "minilm", "--budget", "2", "--store", "X", "--seq", "0"], "--seq 0 must be an integer"),
+    (["search", "--space", "minilm", "--budget", "2", "--store", "X", "--batch", "0"], "--batch 0 must be an integer"),
+    (["search", "--space", "minilm", "--budget", "2", "--store", "X", "--min-accuracy", "2"],
+     "--min-accuracy 2.0 must be an accuracy in [0, 1]"),
+    (["trials", "X", "--limit", "-5"], "--limit -5 must be >= 0"),
+])
+def test_cli_bad_numbers_are_refused_not_defaulted(tmp_path, capsys, argv, phrase):
+    from autodistill import cli
+
+    argv = [str(tmp_path / a) if a == "X" else a for a in argv]
+    assert cli.main(argv) == 2
+    assert phrase in capsys.readouterr().err
+    assert not (tmp_path / "X").exists()

@@ -89,6 +89,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     from autodistill.search.runner import make_searcher, run_search
     from autodistill.space import build_pool, load_space
 
+    for flag, v in (("--batch", args.batch), ("--seq", args.seq)):
+        if v is not None and not 1 <= v <= 1 << 20:  # 0 is not "the space's default"
+            raise ConfigError(f"{flag} {v} must be an integer in 1..1048576 (leave it out for the space's default)")
+    if args.min_accuracy is not None and not (math.isfinite(args.min_accuracy) and 0.0 <= args.min_accuracy <= 1.0):
+        raise ConfigError(f"--min-accuracy {args.min_accuracy} must be an accuracy in [0, 1]")
     space = load_space(args.space)
     profile = args.profile or space.objective.profile
     if profile is None:
@@ -157,6 +162,8 @@ def _print_pareto(front: Sequence[Any], hv: float, ref: tuple[float, float] | No
 def cmd_trials(args: argparse.Namespace) -> int:
     from autodistill.search.store import TrialStore
 
+    if args.limit < 0:
+        raise ConfigError(f"--limit {args.limit} must be >= 0 (0: all trials)")
     with TrialStore(args.store, create=False, readonly=True) as st:
         meta = st.meta()
         pinned = meta.get("pinned", {})
