@@ -41,16 +41,18 @@ constexpr double kSplitCostK = 16.0;
 // The ways of running a matmul: way i costs a[i] + b[i] * half_rate_k FLOPs of matrix-unit time.
 // Mirrors costmodel_reference.tile_candidates.
 struct TileWays {
-  int n = 0;
-  double a[kNumSplits] = {};
-  double b[kNumSplits] = {};
+  TileWays() : n(0) {}       // user-provided: the arrays are not zeroed per op (only the first n are read)
+  int n;
+  double a[kNumSplits];
+  double b[kNumSplits];
 };
 
-TileWays tile_candidates(const Hardware& hw, double groups, int64_t m, int64_t n, int64_t k) {
+// `mp` is m padded to tile_m when the caller has it (the hot path pads M once per student), else < 0.
+TileWays tile_candidates(const Hardware& hw, double groups, int64_t m, int64_t n, int64_t k, double mp = -1.0) {
   TileWays w;
   const double units = hw.parallel_units;
   if (units <= 0) {
-    const double area = 2.0 * groups * pad(m, hw.tile_m) * pad(n, hw.tile_n);
+    const double area = 2.0 * groups * (mp >= 0 ? mp : pad(m, hw.tile_m)) * pad(n, hw.tile_n);
     w.n = 1;
     w.a[0] = area * pad(k, hw.tile_k);
     w.b[0] = area;
@@ -68,19 +70,30 @@ TileWays tile_candidates(const Hardware& hw, double groups, int64_t m, int64_t n
   return w;
 }
 
-// An op before costing: shapes turned into work and bytes for ONE instance. `ways` and `dims` (M, N, K of
-// one group) are set for matmuls.
+// An op before costing: shapes turned into work and bytes for ONE instance. Matmuls (`matmul` set) cost
+// padded_flops + ramp_b * half_rate_k when they have one way (no parallel units), else the cheapest of
+// `ways` (which points at the caller's TileWays while the op is costed); `dims` are M, N, K of one group.
 struct OpShape {
   const char* name;
   OpClass cls;
   double count;
   double flops, padded_flops, vector_flops, weight_bytes, act_bytes;
-  TileWays ways;
+  bool matmul;
+  double ramp_b;
+  const TileWays* ways;
   int64_t dims[3];
 };
 
+// Sets a matmul op's ways from tile_candidates: one way inline, several through `store`.
+inline void set_ways(OpShape* op, const TileWays& w, const TileWays* store) {
+  op->matmul = true;
+  op->padded_flops = w.a[0];
+  op->ramp_b = w.b[0];
+  op->ways = w.n > 1 ? store : nullptr;
+}
+
 // Mirrors costmodel_reference.log_residual.
-double log_residual(const ClassTerms& t, const int64_t* dims) {
+__attribute__((noinline)) double log_residual(const ClassTerms& t, const int64_t* dims) {
   if (t.n_residual == 0 || dims[0] <= 0) return 0.0;
   const double last = kResidualKnot0 + kResidualKnotStep * (kResidualKnots - 1);
   double r = 0.0;
@@ -143,9 +156,15 @@ inline Costed cost(const OpShape& op, const Rates& r) {
   // The cheapest way of running a matmul, with the class's K ramp.
   double compute_flops = op.padded_flops;
   k.padded_flops = op.padded_flops;
-  for (int i = 0; i < op.ways.n; ++i) {
-    const double v = op.ways.a[i] + op.ways.b[i] * r.half_rate_k[c];
-    if (i == 0 || v < compute_flops) compute_flops = v, k.padded_flops = op.ways.a[i];
+  if (op.ways != nullptr) {  // the cheapest way of running the matmul, with the class's K ramp
+    const double k0 = r.half_rate_k[c];
+    compute_flops = op.ways->a[0] + op.ways->b[0] * k0;
+    for (int i = 1; i < op.ways->n; ++i) {
+      const double v = op.ways->a[i] + op.ways->b[i] * k0;
+      if (v < compute_flops) compute_flops = v, k.padded_flops = op.ways->a[i];
+    }
+  } else if (op.matmul) {
+    compute_flops += op.ramp_b * r.half_rate_k[c];
   }
   k.compute_s = compute_flops * r.inv_compute[c];
   k.vector_s = op.vector_flops * r.inv_vector;
@@ -154,8 +173,8 @@ inline Costed cost(const OpShape& op, const Rates& r) {
   k.latency_s = (r.sum_roofline ? k.compute_s + k.vector_s + k.memory_s
                                 : std::max(k.compute_s, std::max(k.vector_s, k.memory_s))) +
                 k.overhead_s;
-  k.shape_factor = op.ways.n > 0 ? std::exp(log_residual(r.terms[c], op.dims)) : 1.0;
-  k.latency_s *= k.shape_factor;
+  k.shape_factor = (op.matmul && r.terms[c].n_residual > 0) ? std::exp(log_residual(r.terms[c], op.dims)) : 1.0;
+  if (k.shape_factor != 1.0) k.latency_s *= k.shape_factor;
   return k;
 }
 
@@ -165,6 +184,7 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   const double db = hw.dtype_bytes;
   const int64_t m = w.batch * w.seq;
   const double M = static_cast<double>(m);
+  const double Mp = pad(m, hw.tile_m);  // M of every dense op, padded once
   const double norm_flops = a.layer_norm ? kLayerNormFlops : kNoNormFlops;
   const double act_flops = kActivationFlops[a.activation];
   const double L = static_cast<double>(a.layers);
@@ -175,10 +195,10 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   auto dense = [&](const char* name, double count, int64_t k, int64_t n, double epi_flops, bool residual,
                    bool norm) {
     const double K = static_cast<double>(k), N = static_cast<double>(n);
-    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0, {}, {m, n, k}};
-    op.ways = tile_candidates(hw, 1.0, m, n, k);
+    OpShape op{name, OpClass::kMatmul, count, 0, 0, 0, 0, 0, false, 0, nullptr, {m, n, k}};
+    const TileWays ways = tile_candidates(hw, 1.0, m, n, k, Mp);
+    set_ways(&op, ways, &ways);
     op.flops = 2.0 * M * K * N;
-    op.padded_flops = op.ways.a[0];
     op.vector_flops = M * N * epi_flops;
     op.weight_bytes = (K * N + N + (norm ? 2.0 * N : 0.0)) * db;
     op.act_bytes = (M * K + M * N + (residual ? M * N : 0.0)) * db;
@@ -190,7 +210,7 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double E = static_cast<double>(a.embedding), H = static_cast<double>(h);
     const bool project = a.mobilebert && (a.trigram || a.embedding != a.hidden);
-    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0, {}, {0, 0, 0}};
+    OpShape g{"embedding_gather", OpClass::kGather, 1, 0, 0, 0, 0, 0, false, 0, nullptr, {0, 0, 0}};
     g.act_bytes = (M * E + 2.0 * M * H + M * static_cast<double>(a.embedding_input())) * db;
     g.vector_flops = project ? 0.0 : M * H * (2.0 + ln);  // adds + norm fuse into the gather when no projection
     sink(g);
@@ -209,19 +229,21 @@ void walk(const Arch& a, const Hardware& hw, const Workload& w, Sink&& sink) {
   {
     const double B = static_cast<double>(w.batch) * static_cast<double>(heads);
     const double S = static_cast<double>(w.seq), D = static_cast<double>(d);
-    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}, {w.seq, w.seq, d}};
-    sc.ways = tile_candidates(hw, B, w.seq, w.seq, d);
+    OpShape sc{"attention_scores", OpClass::kAttention, L, 0, 0, 0, 0, 0, false, 0, nullptr, {w.seq, w.seq, d}};
+    const double Sp = pad(w.seq, hw.tile_m);
+    const TileWays sways = tile_candidates(hw, B, w.seq, w.seq, d, Sp);
+    set_ways(&sc, sways, &sways);
     sc.flops = 2.0 * B * S * D * S;
-    sc.padded_flops = sc.ways.a[0];
     sc.vector_flops = B * S * S * kScaleMaskFlops;
     sc.act_bytes = (2.0 * B * S * D + B * S * S) * db;
     sink(sc);
-    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db, {}, {0, 0, 0}};
+    OpShape sm{"softmax", OpClass::kVector, L, 0, 0, B * S * S * kSoftmaxFlops, 0, 2.0 * B * S * S * db, false, 0,
+               nullptr, {0, 0, 0}};
     sink(sm);
-    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0, {}, {w.seq, d, w.seq}};
-    cx.ways = tile_candidates(hw, B, w.seq, d, w.seq);
+    OpShape cx{"attention_context", OpClass::kAttention, L, 0, 0, 0, 0, 0, false, 0, nullptr, {w.seq, d, w.seq}};
+    const TileWays cways = tile_candidates(hw, B, w.seq, d, w.seq, Sp);
+    set_ways(&cx, cways, &cways);
     cx.flops = 2.0 * B * S * S * D;
-    cx.padded_flops = cx.ways.a[0];
     cx.act_bytes = (B * S * S + 2.0 * B * S * D) * db;
     sink(cx);
   }
