@@ -202,6 +202,19 @@ def test_recalibrate_is_one_call_and_moves_toward_new_measurements(base) -> None
     assert recalibrate(dataclasses.replace(prof, roofline="sum"), meas).roofline == "sum"  # the mode is kept
 
 
+def test_recalibrate_keeps_the_shape_residuals_and_interval_it_priced_with(base) -> None:
+    from autodistill.hardware import RESIDUAL_CLASSES, RESIDUAL_LEN, ErrorBand
+
+    res = {RESIDUAL_CLASSES[0]: tuple(0.1 * (i % 3 - 1) for i in range(RESIDUAL_LEN))}
+    band = ErrorBand(0.9, 1.2, 0.9, 12, "held-out students (n=12)")
+    cal = dataclasses.replace(calibration_of(TRUE), residuals=res, interval=band)
+    prof = base.with_calibration(cal, name="x")
+    cm = CostModel(prof, "fp32")
+    meas = [(c.arch(), c.batch, c.seq, 1.1 * cm.latency_s(c.arch(), c.batch, c.seq)) for c in _student_cases(6, seed=2)]
+    new = recalibrate(prof, meas)
+    assert dict(new.calibration.residuals) == res and new.calibration.interval == band
+
+
 def test_accuracy_metrics() -> None:
     m = np.array([1.0, 2.0, 3.0, 4.0])
     a = accuracy(m * np.array([1.05, 0.9, 1.2, 1.0]), m)

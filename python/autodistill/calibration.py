@@ -873,7 +873,11 @@ def recalibrate(profile: HardwareProfile, measurements: Any, *, dtype: str | Non
                   weights=w, starts=1, seed=seed, roofline=profile.roofline, free=free_terms(profile))
     old = profile.calibration.source if profile.calibration is not None else "spec"
     src = f"recalibrated from {len(fit_df)} measurements (rms log error {r.rms_log_error:.3f}); previously: {old}"
-    return profile.with_calibration(calibration_of(r.theta, source=src[:500]), name=name or profile.name)
+    cal = calibration_of(r.theta, source=src[:500])
+    if profile.calibration is not None:
+        # The ops were priced with the profile's shape residuals, so the refit terms assume them.
+        cal = dataclasses.replace(cal, residuals=profile.calibration.residuals, interval=profile.calibration.interval)
+    return profile.with_calibration(cal, name=name or profile.name)
 
 
 __all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES", "ROOFLINE_CHOICES", "accuracy",
