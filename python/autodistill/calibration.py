@@ -48,8 +48,8 @@ from autodistill.hardware import (
     CLASS_TERMS, INTERVAL_LEVEL, MAX_HALF_RATE_K, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, ErrorBand,
     HardwareProfile,
 )
-from autodistill.measure.cases import FIT_KINDS, case_kind  # the case kinds (imports numpy only)
-from autodistill.measure.table import merge_measurements  # re-exported: tables of two calibrations as one
+from autodistill.measure.cases import BASE_KINDS, FIT_KINDS, case_kind  # the case kinds (imports numpy only)
+from autodistill.measure.table import merge_measurements, row_params  # re-exported: tables of two calibrations as one
 from autodistill.oprows import OpRow  # the fitting row (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -375,11 +375,6 @@ def noise_floor(df: "pd.DataFrame", time_col: str = "median_s") -> dict[str, flo
 
 
 # ============================================================================================= measurements
-def _params(row: Mapping[str, Any]) -> dict[str, Any]:
-    p = row["params"]
-    return json.loads(p) if isinstance(p, str) else dict(p)
-
-
 def _check_dtype(base: HardwareProfile, dtype: str) -> None:
     if dtype not in base.peak_flops_per_s:
         raise CalibrationError(f"dtype {dtype!r} has no peak in profile {base.name!r}; valid: {', '.join(base.dtypes)}")
@@ -400,13 +395,13 @@ def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str |
     """
     got: dict[str, float] = {}
     if "kind" in df.columns:
-        for kind in ("peak", "stream", "vector_peak"):
+        for kind in BASE_KINDS:
             rows = df[(df["kind"] == kind) & (df.get("repeat", 0) == 0)]
             if rows.empty:
                 continue
             vals = []
             for _, r in rows.iterrows():
-                p = _params(r)
+                p = row_params(r)
                 t = float(r[time_col]) if time_col in r and math.isfinite(float(r[time_col])) else float(r["median_s"])
                 if kind == "peak":
                     vals.append((0, 2.0 * p["m"] * p["k"] * p["n"] / t))
@@ -440,7 +435,7 @@ def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str |
 
 def table_ops(df: "pd.DataFrame", profile: HardwareProfile, dtype: str = "fp32") -> list[list[OpRow]]:  # noqa: F821
     """`case_ops` of every row of a measurement table."""
-    return [case_ops(str(r["kind"]), _params(r), profile, dtype) for _, r in df.iterrows()]
+    return [case_ops(str(r["kind"]), row_params(r), profile, dtype) for _, r in df.iterrows()]
 
 
 def collapse_passes(df: "pd.DataFrame", time_col: str = "median_s") -> tuple["pd.DataFrame", dict[str, float]]:  # noqa: F821
@@ -663,8 +658,8 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
     stud = fit_df[fit_df["kind"] == "student"]
     rows = []
     for i, r in stud.iterrows():
-        arch = StudentArch.from_dict(_params(r)["arch"])
-        b, s = int(_params(r)["b"]), int(_params(r)["s"])
+        p = row_params(r)
+        arch, b, s = StudentArch.from_dict(p["arch"]), int(p["b"]), int(p["s"])
         row = {"name": r["name"], "split": r["split"], "repeat": int(r.get("repeat", 0)), "batch": b, "seq": s,
                "measured_s": float(r[time_col]), "predicted_s": cms[kept].latency_s(arch, b, s),
                "spec_s": cm_spec.latency_s(arch, b, s), "base_s": cm_base.latency_s(arch, b, s)}
@@ -799,7 +794,7 @@ def _flops_check(stud: "pd.DataFrame", profile: HardwareProfile, dtype: str) -> 
     cm = CostModel(profile, dtype)
     dot, tot = [], []
     for _, r in stud.iterrows():
-        p = _params(r)
+        p = row_params(r)
         e = cm.estimate(StudentArch.from_dict(p["arch"]), int(p["b"]), int(p["s"]))
         model_flops = e.flops
         xd = float(r.get("xla_dot_flops", float("nan")))

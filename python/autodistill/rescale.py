@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from autodistill.calibration import measured_base_profile, measurements_path
 from autodistill.errors import CalibrationError
 from autodistill.hardware import HardwareProfile
+from autodistill.measure.cases import BASE_KINDS
+from autodistill.measure.table import row_params
 
 if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-BASE_KINDS = ("peak", "stream", "vector_peak")
 #: Profile fields a rescale multiplies by the measured now / then rate ratio.
 RATE_FIELDS = ("peak_flops_per_s", "vector_flops_per_s", "hbm_bytes_per_s", "onchip_bytes_per_s")
 DEFAULT_MAX_S = 60.0
@@ -98,7 +99,7 @@ def rescale_profile(profile: HardwareProfile, device: str = "cpu", *, max_s: flo
     then = base_rate_rows(profile, table)
     from autodistill.measure import Case
 
-    cases = [Case(str(r["kind"]), str(r["name"]), _params(r)) for r in then.to_dict("records")]
+    cases = [Case(str(r["kind"]), str(r["name"]), row_params(r)) for r in then.to_dict("records")]
     t0 = time.perf_counter()
     cores = calibration_cores(then)
     now = (run or _default_run(device, dtype or profile.default_dtype, cores))(cases, max_s)
@@ -131,13 +132,6 @@ def apply_ratios(profile: HardwareProfile, ratios: Mapping[str, float], dtype: s
     return dataclasses.replace(profile, calibration=new_cal, path=None, **kw)
 
 
-def _params(r: Mapping[str, Any]) -> dict[str, Any]:
-    import json
-
-    p = r["params"]
-    return json.loads(p) if isinstance(p, str) else dict(p)
-
-
 def calibration_cores(table: "pd.DataFrame") -> int:
     """How many cores the calibration measured on, from its ``cpu_affinity`` column ("[0, 1]", or a
     lone core number that the CSV reader turned into an int); 0 when unknown (all cores)."""
@@ -165,31 +159,26 @@ cases = [measure.Case(c["kind"], c["name"], c["params"]) for c in req["cases"]]
 dev = measure.get_device(req["device"])
 opts = measure.RunOptions.for_device(req["device"], xla_cost=False, budget_s=req["budget_s"])
 df = measure.run_cases(cases, dev, opts, measure.jax_dtype(req["dtype"], req["device"]), max_time_s=req["max_s"])
-print("@@ROWS@@" + df.to_json(orient="records"))
+print(measure.RESULT_MARK + df.to_json(orient="records"))
 """
 
 
 def _default_run(device: str, dtype: str, cores: int) -> Callable[[list[Any], float], "pd.DataFrame"]:
     """Measure in a fresh process pinned to the calibration's core count (CPU), as calibration measured."""
     def run(cases: list[Any], max_s: float) -> "pd.DataFrame":
-        import io
-        import json
-        import subprocess
-        import sys
-
         import pandas as pd
+
+        from autodistill.measure.runner import run_child
 
         req = {"cases": [{"kind": c.kind, "name": c.name, "params": dict(c.params)} for c in cases],
                "device": device, "dtype": dtype, "cores": int(cores), "max_s": float(max_s),
                "budget_s": max(0.2, max_s / (2 * len(cases)))}
-        proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True,
-                              timeout=max_s + 300)
-        if proc.returncode != 0 or "@@ROWS@@" not in proc.stdout:
-            raise CalibrationError(f"re-measuring base rates on {device!r} failed: {proc.stderr.strip()[-2000:]}")
-        return pd.read_json(io.StringIO(proc.stdout.rsplit("@@ROWS@@", 1)[1]), orient="records")
+        rows = run_child(_CHILD, req, timeout_s=max_s + 300, what=f"re-measuring base rates on {device!r}",
+                         error=CalibrationError)
+        return pd.DataFrame.from_records(rows)
 
     return run
 
 
-__all__ = ["BASE_KINDS", "DEFAULT_MAX_S", "RATE_FIELDS", "Rescale", "apply_ratios", "base_rate_rows",
+__all__ = ["DEFAULT_MAX_S", "RATE_FIELDS", "Rescale", "apply_ratios", "base_rate_rows",
            "rescale_profile"]

@@ -182,7 +182,7 @@ for _ in range(req["passes"]):  # like calibrate: every pass over all items, the
                             budget_s=req["budget_s"], dtype=req["dtype"])
         if best[i] is None or float(r[key]) < float(best[i][key]):
             best[i] = r
-print("@@ROWS@@" + json.dumps(best, default=str))
+print(measure.RESULT_MARK + json.dumps(best, default=str))
 """
 
 
@@ -208,19 +208,14 @@ def measure_items(items: Sequence[tuple[StudentArch, int, int]], *, device: str 
     """
     if passes < 1:
         raise ConfigError(f"passes={passes} must be >= 1")
-    import subprocess
-    import sys
+    from autodistill.measure.runner import run_child
 
     req = {"items": [{"arch": a.to_dict(), "batch": int(b), "seq": int(s)} for a, b, s in items],
            "device": device, "budget_s": float(budget_s), "cores": int(cores), "passes": int(passes),
            "dtype": str(dtype)}
     if not req["items"]:
         return []
-    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(req), capture_output=True, text=True,
-                          timeout=timeout_s)
-    if proc.returncode != 0 or "@@ROWS@@" not in proc.stdout:
-        raise ConfigError(f"measuring on device {device!r} failed: {proc.stderr.strip()[-2000:]}")
-    rows = json.loads(proc.stdout.rsplit("@@ROWS@@", 1)[1])
+    rows = run_child(_CHILD, req, timeout_s=timeout_s, what=f"measuring on device {device!r}", error=ConfigError)
     key = item_time_column(device)
     for r in rows:
         v = r.get(key)

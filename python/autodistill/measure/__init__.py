@@ -13,7 +13,8 @@ One submodule per layer, each usable alone:
   and -1 values, and the dot FLOPs read off the optimized HLO).
 * `cases`: `Case`, and one `CaseKind` object per kind that both builds the case for timing and
   lists its cost-model ops (`autodistill.oprows.OpRow`); `micro_suite` and `student_suite`.
-* `runner`: `RunOptions`, `measure_case` and `run_cases`: one measurement-table row per case.
+* `runner`: `RunOptions`, `measure_case` and `run_cases`: one measurement-table row per case;
+  `run_child`: measuring in a fresh process.
 * `table`: the table's columns, which time column is fitted on which platform, its files, merging.
 * `plan`: `MeasurePlan` and `measure_device`, the whole measuring procedure of a calibration.
 
@@ -37,7 +38,7 @@ from autodistill.measure.host import (
     JAX_DTYPES, LoadMeter, background_load, env_fingerprint, get_device, jax_backend_started, jax_dtype, pin_cores,
     wait_for_quiet,
 )
-from autodistill.measure.runner import ACCELERATOR_WARMUP_S, RunOptions, measure_case, run_cases
+from autodistill.measure.runner import ACCELERATOR_WARMUP_S, RESULT_MARK, RunOptions, measure_case, run_cases, run_child
 from autodistill.measure.table import (
     FINGERPRINT_COLUMNS, TABLE_COLUMNS, TIME_COLUMN, TIME_DESCRIPTIONS, load_measurements, measurement_table,
     save_measurements,
@@ -49,10 +50,10 @@ from autodistill.measure.xla import _cost_value, hlo_dot_flops, xla_cost
 
 __all__ = [
     "ACCELERATOR_WARMUP_S", "BROAD", "CASE_KINDS", "CHAIN_OPS", "DEVICE_SAMPLE_S", "FINGERPRINT_COLUMNS", "FIT_KINDS",
-    "JAX_DTYPES", "MAX_CALLS_PER_SAMPLE", "PLATFORMS", "SPREADS", "SPREAD_ON", "SUITE_SIZES", "TABLE_COLUMNS",
+    "JAX_DTYPES", "MAX_CALLS_PER_SAMPLE", "PLATFORMS", "RESULT_MARK", "SPREADS", "SPREAD_ON", "SUITE_SIZES", "TABLE_COLUMNS",
     "TIME_COLUMN", "TIME_DESCRIPTIONS", "Case", "LoadMeter", "RunOptions", "Timing", "_build_student", "_cost_value",
     "background_load", "build_case", "calls_for", "compile_fn", "env_fingerprint", "get_device", "hlo_dot_flops",
     "jax_backend_started", "jax_dtype", "load_measurements", "measure_case", "measurement_table", "micro_suite",
-    "models_available", "pin_cores", "run_cases", "sample_student", "save_measurements", "student_suite", "summarize",
+    "models_available", "pin_cores", "run_cases", "run_child", "sample_student", "save_measurements", "student_suite", "summarize",
     "time_compiled", "time_fn", "wait_for_quiet", "xla_cost",
 ]

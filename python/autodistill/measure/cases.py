@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 #: Kinds of benchmark case, in suite order.
 CASE_KINDS = ("peak", "stream", "vector_peak", "matmul", "dense", "attention", "softmax", "layernorm", "gather",
               "chain", "layer", "student")
-#: Kinds used to fit the per-op-class terms (the first three measure base rates instead).
+#: Kinds used to fit the per-op-class terms.
 FIT_KINDS = ("matmul", "dense", "attention", "softmax", "layernorm", "gather", "chain", "layer", "student")
+#: Kinds that measure base rates (peak FLOP/s, bandwidths) instead: the rest of `CASE_KINDS`.
+BASE_KINDS = tuple(k for k in CASE_KINDS if k not in FIT_KINDS)
 #: Ops a ``chain`` case repeats: ``n`` of them back to back in one compiled call.
 CHAIN_OPS = ("dense", "softmax")
 SUITE_SIZES = ("tiny", "small", "full")
@@ -369,6 +371,7 @@ KINDS: dict[str, CaseKind] = {k.name: k for k in (
     _Peak(), _Stream(), _VectorPeak(), _Matmul(), _Dense(), _Attention(), _Softmax(), _LayerNorm(), _Gather(),
     _Chain(), _Layer(), _Student())}
 assert tuple(KINDS) == CASE_KINDS and tuple(k for k, v in KINDS.items() if v.fitted) == FIT_KINDS
+assert tuple(k for k, v in KINDS.items() if not v.fitted) == BASE_KINDS
 
 
 def case_kind(kind: str) -> CaseKind:

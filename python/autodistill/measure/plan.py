@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autodistill.errors import CalibrationError, choices_message
-from autodistill.measure.cases import PLATFORMS, SPREADS, SUITE_SIZES, micro_suite, models_available, student_suite
+from autodistill.measure.cases import BASE_KINDS, PLATFORMS, SPREADS, SUITE_SIZES, micro_suite, models_available, student_suite
 from autodistill.measure.host import JAX_DTYPES, get_device, jax_dtype, pin_cores
 from autodistill.measure.runner import RunOptions, run_cases
 from autodistill.measure.table import measurement_table, merge_measurements, save_measurements
@@ -40,7 +40,6 @@ STUDENT_SHAPES = {"cpu": ((1, 2, 4, 8), (16, 32, 64, 128)),
                   "tpu": ((1, 2, 4, 8, 16, 32), (32, 64, 128, 256))}
 #: While measuring, the table so far is saved to the checkpoint at most this often (seconds).
 CHECKPOINT_EVERY_S = 15.0
-BASE_KINDS = ("peak", "stream", "vector_peak")
 
 
 @dataclass(frozen=True)
@@ -165,5 +164,5 @@ def measure_device(plan: MeasurePlan, checkpoint: str | Path | None = None,
     return df if earlier is None else merge_measurements(earlier, df)
 
 
-__all__ = ["BASE_KINDS", "CHECKPOINT_EVERY_S", "MAX_STUDENT_GFLOPS", "MeasurePlan", "STUDENT_SHAPES",
+__all__ = ["CHECKPOINT_EVERY_S", "MAX_STUDENT_GFLOPS", "MeasurePlan", "STUDENT_SHAPES",
            "measure_device", "plan_order"]

@@ -121,3 +121,25 @@ def run_cases(cases: Iterable[Case], device: Any = None, opts: RunOptions | None
         if progress is not None:
             progress(i, len(cases), row)
     return measurement_table(rows)
+
+
+#: What a measuring child prints before its JSON result on stdout (`run_child`).
+RESULT_MARK = "@@ROWS@@"
+
+
+def run_child(script: str, request: Mapping[str, Any], *, timeout_s: float, what: str,
+              error: type[Exception]) -> Any:
+    """Run ``script`` in a fresh Python process (its JAX, thread pool and pinning are its own), feed it
+    ``request`` as JSON on stdin and return the JSON it prints after `RESULT_MARK`.
+
+    A child that fails, or prints no result, raises ``error`` with "``what`` failed" and its stderr's tail.
+    """
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(request), capture_output=True, text=True,
+                          timeout=timeout_s)
+    if proc.returncode != 0 or RESULT_MARK not in proc.stdout:
+        raise error(f"{what} failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.rsplit(RESULT_MARK, 1)[1])

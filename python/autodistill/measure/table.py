@@ -36,6 +36,14 @@ FINGERPRINT_COLUMNS = ("device_kind", "platform", "device", "jax_version", "jaxl
                        "host", "cpu", "cpu_affinity", "python", "date")
 
 
+def row_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A table row's case params (the ``params`` column: JSON text in a file, a dict in memory)."""
+    import json
+
+    p = row["params"]
+    return json.loads(p) if isinstance(p, str) else dict(p)
+
+
 def measurement_table(rows: Iterable[Mapping[str, Any]]) -> "pd.DataFrame":  # noqa: F821
     """Rows as a DataFrame with the `TABLE_COLUMNS` + `FINGERPRINT_COLUMNS` layout."""
     import pandas as pd
