@@ -45,8 +45,8 @@ import numpy as np
 from autodistill.arch import StudentArch
 from autodistill.errors import CalibrationError, choices_message
 from autodistill.hardware import (
-    CLASS_TERMS, INTERVAL_LEVEL, MAX_HALF_RATE_K, OP_CLASSES, ROOFLINES, Calibration, ClassTerms, ErrorBand,
-    HardwareProfile,
+    CLASS_TERMS, INTERVAL_LEVEL, MAX_HALF_RATE_K, OP_CLASSES, RESIDUAL_CLASSES, ROOFLINES, Calibration, ClassTerms,
+    ErrorBand, HardwareProfile,
 )
 from autodistill.measure.cases import BASE_KINDS, FIT_KINDS, case_kind  # the case kinds (imports numpy only)
 from autodistill.measure.table import merge_measurements, row_params  # re-exported: tables of two calibrations as one
@@ -62,7 +62,7 @@ _NT = len(CLASS_TERMS)  # terms per class in the fitted vector
 _K_UNIT = 64.0  # half_rate_k is fitted in units of 64 elements of K
 #: Terms that shape matmul compute (the K ramp of the two matmul classes); fitted where the profile has
 #: parallel units.
-SHAPE_TERMS: tuple[str, ...] = ("matmul_half_rate_k", "attention_half_rate_k")
+SHAPE_TERMS: tuple[str, ...] = tuple(f"{c}_half_rate_k" for c in RESIDUAL_CLASSES)
 
 
 def free_terms(profile: HardwareProfile) -> tuple[str, ...]:

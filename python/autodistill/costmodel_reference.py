@@ -94,9 +94,9 @@ def log_residual(values: tuple[float, ...], dims: tuple[int, int, int]) -> float
     if not values or dims[0] <= 0:
         return 0.0
     nk = len(RESIDUAL_KNOTS_LOG2)
+    w = residual_basis(dims)
     r = 0.0
     for d in range(3):  # summed per dimension in the order model.cc sums them
-        w = residual_basis(dims)
         r += sum(w[i] * values[i] for i in range(d * nk, (d + 1) * nk) if w[i] != 0.0)
     return min(max(r, -RESIDUAL_MAX_LOG), RESIDUAL_MAX_LOG)
 

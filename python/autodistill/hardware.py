@@ -60,7 +60,8 @@ ROOFLINES = ("max", "sum")
 CLASS_TERMS = ("compute_efficiency", "memory_efficiency", "overhead_s", "half_rate_k")
 #: Largest `ClassTerms.half_rate_k` a profile may carry (elements of K).
 MAX_HALF_RATE_K = 65536.0
-#: The matmul classes that may carry a fitted shape residual (see `Calibration.residuals`).
+#: The matmul classes: shape-aware (a K ramp, ``half_rate_k``), and each may carry a fitted shape residual
+#: (see `Calibration.residuals`).
 RESIDUAL_CLASSES = ("matmul", "attention")
 #: Knots (log2 of a dimension) of the residual's piecewise-linear terms, one set each for M, N and K.
 RESIDUAL_KNOTS_LOG2 = (4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0)
@@ -68,6 +69,8 @@ RESIDUAL_DIMS = ("m", "n", "k")
 RESIDUAL_LEN = len(RESIDUAL_DIMS) * len(RESIDUAL_KNOTS_LOG2)
 #: The residual never moves an op's time by more than this in log (a factor of e^0.5 = 1.65).
 RESIDUAL_MAX_LOG = 0.5
+#: Bound on each stored residual value (the sum over M, N and K is then clipped to `RESIDUAL_MAX_LOG`).
+RESIDUAL_MAX_VALUE = 4.0
 
 PROFILE_PATH_ENV = "AUTODISTILL_PROFILE_PATH"
 
@@ -161,8 +164,9 @@ class Calibration:
                 raise ProfileError(choices_message("residual class", c, RESIDUAL_CLASSES))
             if (not isinstance(vals, (tuple, list)) or len(vals) != RESIDUAL_LEN
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               and abs(v) <= 4.0 for v in vals)):
-                raise ProfileError(f"{c}_residual must be {RESIDUAL_LEN} finite numbers in [-4, 4]")
+                               and abs(v) <= RESIDUAL_MAX_VALUE for v in vals)):
+                raise ProfileError(f"{c}_residual must be {RESIDUAL_LEN} finite numbers in "
+                                   f"[-{RESIDUAL_MAX_VALUE:g}, {RESIDUAL_MAX_VALUE:g}]")
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,15 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from autodistill.calibration import (
-    PARAM_NAMES, OpMatrix, accuracy, base_rates, calibration_of, error_band, fit_terms, predict, theta_of,
+    PARAM_NAMES, OpMatrix, accuracy, base_rates, calibration_of, error_band, fit_terms, free_terms, predict, theta_of,
 )
 from autodistill.costmodel_reference import (
-    LAYER_NORM_FLOPS, SOFTMAX_FLOPS, dense_op, log_residual, residual_basis, tile_candidates,
+    LAYER_NORM_FLOPS, SOFTMAX_FLOPS, OpShape, dense_op, residual_basis, tile_candidates,
 )
 from autodistill.errors import CalibrationError, choices_message
-from autodistill.oprows import OpRow
-from autodistill.hardware import DTYPES, RESIDUAL_CLASSES, RESIDUAL_MAX_LOG, ROOFLINES, HardwareProfile
+from autodistill.oprows import OpRow, op_row
+from autodistill.hardware import (DTYPES, RESIDUAL_CLASSES, RESIDUAL_MAX_LOG, RESIDUAL_MAX_VALUE, ROOFLINES,
+                                  HardwareProfile)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,18 +147,13 @@ def _sample(rec: Mapping[str, Any], i: int, where: str) -> OpSample:
 def sample_op(s: OpSample, hw: Mapping[str, Any]) -> OpRow:
     """The cost-model op a table row measures (``hw`` is `HardwareProfile.resolve` for its dtype)."""
     db = hw["dtype_bytes"]
-    cap = 0.5 * hw["onchip_bytes"]
     if s.op == "matmul":
-        op = dense_op(hw, s.batch * s.m, s.k, s.n, 0.0, False, False, bias=False, name="matmul")
-        return OpRow("matmul", 1.0, op.flops, op.padded_flops, 0.0, op.weight_bytes, op.act_bytes,
-                     op.weight_bytes <= cap, op.act_bytes <= cap, "matmul", op.ramp_a, op.ramp_b,
-                     log_residual(hw["matmul_residual"], op.dims))
+        return op_row(dense_op(hw, s.batch * s.m, s.k, s.n, 0.0, False, False, bias=False, name="matmul"), hw)
     if s.op == "bmm":
         B, M, N, K = float(s.batch), float(s.m), float(s.n), float(s.k)
         a, b = tile_candidates(hw, B, s.m, s.n, s.k)
-        ab = B * (M * K + K * N + M * N) * db
-        return OpRow("attention", 1.0, 2.0 * B * M * N * K, a[0], 0.0, 0.0, ab, True, ab <= cap, "bmm", a, b,
-                     log_residual(hw["attention_residual"], (s.m, s.n, s.k)))
+        return op_row(OpShape("bmm", "attention", 1.0, flops=2.0 * B * M * N * K, padded_flops=a[0],
+                              act_bytes=B * (M * K + K * N + M * N) * db, ramp_a=a, ramp_b=b, dims=(s.m, s.n, s.k)), hw)
     elems = float(s.rows) * float(s.width)
     if s.op == "layernorm":
         flops, ab, wb = LAYER_NORM_FLOPS * elems, 2.0 * elems * db, 2.0 * s.width * db
@@ -165,7 +161,7 @@ def sample_op(s: OpSample, hw: Mapping[str, Any]) -> OpRow:
         flops, ab, wb = SOFTMAX_FLOPS * elems, 2.0 * elems * db, 0.0
     else:
         flops, ab, wb = s.flops_per_element * elems, (s.inputs + 1.0) * elems * db, 0.0
-    return OpRow("vector", 1.0, 0.0, 0.0, flops, wb, ab, True, ab <= cap, s.op)
+    return op_row(OpShape(s.op, "vector", 1.0, vector_flops=flops, weight_bytes=wb, act_bytes=ab), hw)
 
 
 def op_matrix(samples: Sequence[OpSample], profile: HardwareProfile) -> OpMatrix:
@@ -181,12 +177,7 @@ def op_matrix(samples: Sequence[OpSample], profile: HardwareProfile) -> OpMatrix
 
 def class_free_terms(classes: Sequence[str], profile: HardwareProfile) -> tuple[str, ...]:
     """The terms a per-op fit of ``classes`` frees (never the per-inference fixed overhead)."""
-    out = []
-    for c in classes:
-        out += [f"{c}_compute_efficiency", f"{c}_memory_efficiency", f"{c}_overhead_s"]
-        if c in ("matmul", "attention") and profile.parallel_units > 0:
-            out.append(f"{c}_half_rate_k")
-    return tuple(out)
+    return tuple(n for n in free_terms(profile) if any(n.startswith(f"{c}_") for c in classes))
 
 
 @dataclass(frozen=True)
@@ -240,7 +231,7 @@ def fit_residuals(samples: Sequence[OpSample], pred: np.ndarray, train: np.ndarr
         before = float(np.mean(np.abs(pred[idx][b] / meas[idx][b] - 1)))
         after = float(np.mean(np.abs(pred[idx][b] * np.exp(corr) / meas[idx][b] - 1)))
         if after < before:
-            w = np.clip(_ridge(X, r), -4.0, 4.0)
+            w = np.clip(_ridge(X, r), -RESIDUAL_MAX_VALUE, RESIDUAL_MAX_VALUE)
             kept[cls] = tuple(float(v) for v in w)
             notes[cls] = f"kept: validation MAPE {100 * before:.2f}% -> {100 * after:.2f}% on {len(b)} rows"
         else:
