@@ -63,13 +63,6 @@ _K_UNIT = 64.0  # half_rate_k is fitted in units of 64 elements of K
 #: Terms that shape matmul compute (the K ramp of the two matmul classes); fitted where the profile has
 #: parallel units.
 SHAPE_TERMS: tuple[str, ...] = tuple(f"{c}_half_rate_k" for c in RESIDUAL_CLASSES)
-
-
-def free_terms(profile: HardwareProfile) -> tuple[str, ...]:
-    """The `PARAM_NAMES` a fit of ``profile`` frees: all but the unused ``half_rate_k`` of non-matmul classes,
-    and the shape terms only on a profile with ``parallel_units`` (the shape-aware accelerator model)."""
-    shape = SHAPE_TERMS if profile.parallel_units > 0 else ()
-    return tuple(n for n in PARAM_NAMES if not n.endswith("_half_rate_k") or n in shape)
 _VEC = OP_CLASSES.index("vector")
 _US = 1e-6  # overheads are fitted in microseconds
 _EFF_BOUNDS = (1e-3, 10.0)
@@ -79,6 +72,13 @@ _FIXED_MAX_US = 1e6
 MICRO_KINDS = FIT_KINDS[:-1]
 #: What `calibrate` accepts for ``roofline``: a mode of `autodistill.hardware.ROOFLINES`, or "auto".
 ROOFLINE_CHOICES: tuple[str, ...] = ROOFLINES + ("auto",)
+
+
+def free_terms(profile: HardwareProfile) -> tuple[str, ...]:
+    """The `PARAM_NAMES` a fit of ``profile`` frees: all but the unused ``half_rate_k`` of non-matmul classes,
+    and the shape terms only on a profile with ``parallel_units`` (the shape-aware accelerator model)."""
+    shape = SHAPE_TERMS if profile.parallel_units > 0 else ()
+    return tuple(n for n in PARAM_NAMES if not n.endswith("_half_rate_k") or n in shape)
 
 
 # ============================================================================================ cases -> ops
@@ -604,8 +604,7 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
         raise CalibrationError("nothing to fit: no micro-benchmarks and no training students")
     fit_info: dict[str, Any] = {"n_micro": int(len(micro_idx)), "n_train_students": int(len(train_idx)),
                                 "n_test_students": int(len(test_idx)), "seed": seed, "student_share": student_share,
-                                "time_col": time_col, "passes": pass_info}
-    fit_info["timing"] = timing_of(fit_df)
+                                "time_col": time_col, "passes": pass_info, "timing": timing_of(fit_df)}
 
     def fit_mode(mode: str) -> tuple[np.ndarray, dict[str, float]]:
         theta0, info = theta_of(prof0), {}
@@ -733,8 +732,6 @@ def describe_measurements(df: "pd.DataFrame", device: str) -> str:  # noqa: F821
         where = f"{first('device_kind')}; host {where}"
     return (f"this machine's {device.upper()} ({where}), JAX {first('jax_version')}"
             + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "") + "; calibrated by `autodistill calibrate`")
-
-
 
 
 def write_profile(rep: CalibrationReport, out: str | os.PathLike[str]) -> Path:

@@ -295,7 +295,6 @@ class OpEstimate:
 RefOp = OpEstimate  # the reference's name for it
 
 
-
 def estimate(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int = 128, *,
              dtype: str | None = None, mlm_head: bool = False) -> tuple[float, list[RefOp]]:
     """Return ``(latency_s, ops)``: the total and the per-op breakdown (ops sum to total minus fixed overhead)."""

@@ -68,5 +68,4 @@ def student_ops(arch: "StudentArch", profile: "HardwareProfile", batch: int, seq
     return out
 
 
-
 __all__ = ["OpRow", "op_row", "student_ops"]

@@ -96,18 +96,18 @@ def rescale_profile(profile: HardwareProfile, device: str = "cpu", *, max_s: flo
                                "rescale from (calibrate it first)")
     if not max_s > 0:
         raise CalibrationError(f"max_s={max_s!r} must be > 0")
+    dt = dtype or profile.default_dtype
     then = base_rate_rows(profile, table)
     from autodistill.measure import Case
 
     cases = [Case(str(r["kind"]), str(r["name"]), row_params(r)) for r in then.to_dict("records")]
     t0 = time.perf_counter()
     cores = calibration_cores(then)
-    now = (run or _default_run(device, dtype or profile.default_dtype, cores))(cases, max_s)
+    now = (run or _default_run(device, dt, cores))(cases, max_s)
     seconds = time.perf_counter() - t0
     col = _time_col(then)
     measured = set(now["name"])
     then = then[then["name"].isin(measured)]
-    dt = dtype or profile.default_dtype
     _, got_then = measured_base_profile(profile, then, time_col=col, dtype=dt)
     _, got_now = measured_base_profile(profile, now, time_col=col, dtype=dt)
     ratios = {k: got_now[k] / got_then[k] for k in RATE_FIELDS if k in got_then and k in got_now and got_then[k] > 0}
