@@ -8,7 +8,7 @@ from autodistill.arch import StudentArch, reference_arch
 from autodistill.costmodel import CostModel
 from autodistill.errors import ConfigError
 from autodistill.hardware import load_profile, save_profile
-from autodistill.verify import (Anchor, DriftCheck, anchor_students, confirm, measure_items,
+from autodistill.verify import (Anchor, DriftCheck, anchor_students, confirm, match_reused, measure_items,
                                 measurement_table_of)
 
 TINY = StudentArch(family="bert", num_hidden_layers=1, hidden_size=32, embedding_size=32, num_attention_heads=2,
@@ -125,3 +125,50 @@ def test_measuring_students_and_anchors_in_one_pinned_child_process(tmp_path) ->
     assert rep.summary()["drift_anchors"] == 1
     with pytest.raises(ConfigError, match="passes=0 must be >= 1"):
         measure_items([(TINY, 1, 8)], passes=0)
+
+
+# ------------------------------------------------------------------------------------------ match_reused
+def _record(students, batch=2, seq=32):
+    """One shape of an earlier confirmation, as `ConfirmationReport.to_dict` writes it."""
+    prof = load_profile("cpu_local")
+    rows = [{"latency_s": 1e-3 * (i + 1), "rel_spread": 0.01 * (i + 1)} for i in range(len(students))]
+    rep = confirm(students, prof, batch=batch, seq=seq, measurements=rows, anchors=0, tolerance=9.0)
+    return json.loads(json.dumps(rep.to_dict(batch, seq)))
+
+
+def test_match_reused_takes_rows_by_architecture_in_the_students_order() -> None:
+    rec = _record(_students())
+    b, c = _students()[1][1], _students()[2][1]
+    # other names, another order: matched by fields
+    got = match_reused(rec, [("x", c), ("y", b)])
+    assert got == [{"latency_s": pytest.approx(3e-3), "rel_spread": pytest.approx(0.03)},
+                   {"latency_s": pytest.approx(2e-3), "rel_spread": pytest.approx(0.02)}]
+    # the rows are what confirm takes: re-scoring gives the same measured times
+    rep = confirm([("x", c), ("y", b)], load_profile("cpu_local"), batch=2, seq=32, measurements=got, anchors=0)
+    assert [s.measured_latency_s for s in rep.students] == pytest.approx([3e-3, 2e-3])
+
+
+def test_match_reused_names_every_missing_student_and_the_source() -> None:
+    rec = _record(_students()[:1])
+    a = _students()[0][1]
+    with pytest.raises(ConfigError, match=r"^--reuse 'v.json' has no b2xs32 measurement of the architecture of "
+                                          r"b, tinybert-4$"):
+        match_reused(rec, [("a", a), ("b", reference_arch("bert-base")),
+                           ("tinybert-4", a.replace(num_hidden_layers=24))], source="--reuse 'v.json'")
+    # one field differing is another architecture
+    with pytest.raises(ConfigError, match="the earlier measurements has no b2xs32 measurement"):
+        match_reused(rec, [("a", a.replace(vocab_size=100))])
+    assert match_reused(rec, [("renamed", a)])[0]["latency_s"] == pytest.approx(1e-3)
+
+
+def test_match_reused_refuses_a_damaged_record() -> None:
+    rec = _record(_students()[:1])
+    rec["students"][0]["measured_latency_s"] = "fast"
+    with pytest.raises(ConfigError, match=r"src: student 0 of the b2xs32 measurements is not a valid record"):
+        match_reused(rec, _students()[:1], source="src")
+    rec["students"][0] = {"arch": {"hiden_size": 3}, "measured_latency_s": 1.0}
+    with pytest.raises(ConfigError, match=r"student 0 .* not a valid record .*hiden_size"):
+        match_reused(rec, _students()[:1])
+    rec["students"][0] = {"arch": TINY.to_dict(), "measured_latency_s": 1.0, "measured_spread": None}
+    row = match_reused(rec, [("t", TINY)])[0]
+    assert row["latency_s"] == 1.0 and row["rel_spread"] != row["rel_spread"]  # null spread reads as NaN

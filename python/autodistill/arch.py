@@ -14,9 +14,13 @@ shared with the C++ cost model; the binding checks the names match.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
@@ -318,3 +322,117 @@ def reference_arch(name: str) -> StudentArch:
         return _REFERENCES[name]
     except KeyError:
         raise ArchError(choices_message("reference architecture", name, _REFERENCES)) from None
+
+
+#: MobileBERT's shape (bottlenecks, 4 stacked FFNs, trigram input, NoNorm, ReLU) at the MiniLM
+#: teacher's scale: the baseline the default run's students must beat.
+MOBILEBERT_SHAPED_BASELINE: Mapping[str, int] = MappingProxyType(dict(
+    num_hidden_layers=6, hidden_size=384, embedding_size=128, intra_bottleneck_size=96, num_attention_heads=4,
+    intermediate_size=384, num_feedforward_networks=4))
+
+#: Names `resolve` knows beside the references. They are not references: ``autodistill archs`` and
+#: ``autodistill table`` list published architectures only, and a search space's base is one of those.
+_NAMED: dict[str, Mapping[str, Any]] = {"mobilebert-shaped": MOBILEBERT_SHAPED_BASELINE}
+
+
+def resolve(spec: str | os.PathLike[str] | Mapping[str, Any] | StudentArch,
+            vocab_size: int | None = None) -> StudentArch:
+    """The one reading of an architecture spec, as every command and config takes it.
+
+    ``spec`` is, tried in this order:
+
+    * a `StudentArch` (returned as it is) or a mapping of `StudentArch` fields;
+    * an inline JSON object of fields (a string starting with ``{``);
+    * a path to a JSON file holding such an object (an existing file, or any name ending in ``.json``);
+    * ``NAME:key=value,...``: a named architecture with fields replaced (``true``/``false`` are bools,
+      integers are ints, anything else a string). For a BERT base, ``hidden_size`` also sets
+      ``embedding_size`` and ``intra_bottleneck_size`` unless they are given, as BertModel ties them;
+    * a name: a reference (`reference_names`) or ``"mobilebert-shaped"`` (`MOBILEBERT_SHAPED_BASELINE`).
+
+    ``vocab_size``, when given, replaces the architecture's vocabulary size (a student takes its
+    teacher's). Every bad spec raises `ArchError` naming it.
+    """
+    if isinstance(spec, StudentArch):
+        arch = spec
+    elif isinstance(spec, Mapping):
+        arch = StudentArch.from_dict(spec)
+    elif isinstance(spec, (str, os.PathLike)):
+        arch = _resolve_text(os.fspath(spec))
+    else:
+        raise ArchError(f"arch spec {spec!r} must be a name, a JSON file or object, NAME:key=value,... "
+                        f"or a mapping of StudentArch fields")
+    if vocab_size is not None and arch.vocab_size != vocab_size:
+        arch = arch.replace(vocab_size=vocab_size)
+    return arch
+
+
+def _resolve_text(spec: str) -> StudentArch:
+    spec = spec.strip()
+    if spec.startswith("{"):
+        try:
+            fields = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise ArchError(f"student {spec!r} is not valid JSON: {e}") from None
+        return StudentArch.from_dict(fields)  # JSON text starting with "{" is an object
+    if spec.endswith(".json") or Path(spec).is_file():
+        return _arch_file(spec)
+    if ":" in spec:  # no name holds one
+        return _override(spec)
+    return _named(spec)
+
+
+def _arch_file(spec: str) -> StudentArch:
+    from autodistill.fileio import read_json
+
+    data = read_json(spec, what="arch file", error=ArchError)
+    if data is None:
+        raise ArchError(f"arch file {spec!r} does not exist")
+    if not isinstance(data, dict):
+        raise ArchError(f"arch file {spec!r} must hold a JSON object of StudentArch fields")
+    try:
+        return StudentArch.from_dict(data)
+    except ArchError as e:
+        raise ArchError(f"arch file {spec!r}: {e}") from None
+
+
+def _named(name: str) -> StudentArch:
+    if name in _NAMED:
+        return StudentArch(**_NAMED[name])
+    if name not in _REFERENCES:
+        raise ArchError(choices_message("reference architecture", name, _REFERENCES)
+                        + f" (or {', '.join(_NAMED)}, a JSON file or object, or NAME:key=value,...)")
+    return _REFERENCES[name]
+
+
+def _override(spec: str) -> StudentArch:
+    base_name, _, rest = spec.partition(":")
+    arch = _named(base_name.strip())
+    changes: dict[str, Any] = {}
+    for item in rest.split(","):
+        if not item.strip():
+            continue
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ArchError(f"student {spec!r}: override {item!r} is not key=value")
+        changes[key.strip()] = _parse_value(value.strip())
+    known = {f.name for f in dataclasses.fields(StudentArch)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ArchError(f"student {spec!r}: unknown StudentArch field(s) {unknown}; valid fields: {sorted(known)}")
+    if arch.family == "bert" and "hidden_size" in changes:
+        for k in ("embedding_size", "intra_bottleneck_size"):
+            changes.setdefault(k, changes["hidden_size"])
+    try:
+        return arch.replace(**changes)
+    except ArchError as e:
+        raise ArchError(f"student {spec!r}: {e}") from None
+
+
+def _parse_value(v: str) -> Any:
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(v)
+    except ValueError:
+        return v

@@ -353,5 +353,41 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
     return ConfirmationReport(device, profile.name, tolerance, out, recal, rejected, drift)
 
 
-__all__ = ["Anchor", "Confirmation", "ConfirmationReport", "DriftCheck", "anchor_students", "confirm", "measure_items",
-           "measure_student", "measure_students", "measurement_table_of", "profile_dtype", "item_time_column"]
+def match_reused(shape_record: Mapping[str, Any], students: Sequence[tuple[str, StudentArch]], *,
+                 source: str = "the earlier measurements") -> list[dict[str, float]]:
+    """The measurements of ``students`` in one shape of an earlier confirmation, as `confirm` takes them.
+
+    ``shape_record`` is one shape's `ConfirmationReport.to_dict` (an entry of ``verify --out``'s
+    ``shapes`` or a run's ``confirm.json``). A student is matched by its architecture's fields, never by
+    its name: a name (a file name, say) says nothing about the model. Returns one row (``latency_s``,
+    ``rel_spread``) per student, in their order; a student whose architecture the record lacks raises
+    `ConfigError` naming every such student, with ``source`` saying where the record came from.
+    """
+    batch, seq = shape_record.get("batch"), shape_record.get("seq")
+    got: dict[str, dict[str, float]] = {}
+    for i, rec in enumerate(shape_record.get("students") or ()):
+        if not isinstance(rec, Mapping) or "arch" not in rec:
+            continue
+        try:
+            spread = rec.get("measured_spread")  # JSON null where NaN was written
+            got[_arch_key(StudentArch.from_dict(rec["arch"]))] = {
+                "latency_s": float(rec["measured_latency_s"]),
+                "rel_spread": math.nan if spread is None else float(spread)}
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: student {i} of the b{batch}xs{seq} measurements is not a valid "
+                              f"record ({e})") from None
+    keys = [_arch_key(a) for _, a in students]
+    missing = [n for (n, _), k in zip(students, keys) if k not in got]
+    if missing:
+        raise ConfigError(f"{source} has no b{batch}xs{seq} measurement of the architecture of {', '.join(missing)}")
+    return [dict(got[k]) for k in keys]
+
+
+def _arch_key(arch: StudentArch) -> str:
+    """The architecture's fields as one string: equal exactly when the fields are."""
+    return json.dumps(arch.to_dict(), sort_keys=True)
+
+
+__all__ = ["Anchor", "Confirmation", "ConfirmationReport", "DriftCheck", "anchor_students", "confirm", "match_reused",
+           "measure_items", "measure_student", "measure_students", "measurement_table_of", "profile_dtype",
+           "item_time_column"]
