@@ -65,10 +65,21 @@ def model_op(op_name: str, thunk: str) -> str:
     return "other"
 
 
+def _shape(text: str) -> tuple[int, int]:
+    """``"4x64"`` -> (4, 64); anything else is a usage error."""
+    try:
+        b, s = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BATCHxSEQ, e.g. 1x64") from None
+    if b < 1 or s < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: batch and sequence length must be >= 1")
+    return b, s
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", required=True, help="reference name or StudentArch JSON file")
-    ap.add_argument("--shape", default="1x64", help="batch x sequence length (default 1x64)")
+    ap.add_argument("--shape", default="1x64", type=_shape, help="batch x sequence length (default 1x64)")
     ap.add_argument("--profile", default="cpu_local", help="profile for the estimate (default cpu_local)")
     ap.add_argument("--calls", type=int, default=50, help="traced calls averaged (default 50)")
     ap.add_argument("--core", type=int, default=None, help="core to pin to (default: the last one)")
@@ -89,12 +100,11 @@ def _profile(a: argparse.Namespace) -> int:
 
     from autodistill.costmodel import CostModel
     from autodistill.hardware import load_profile
+    from autodistill.arch import resolve
     from autodistill.measure import _build_student, compile_fn
-    from autodistill.costmodel_cli import resolve_arch
-    from autodistill.verify_cli import parse_shape
 
-    arch = resolve_arch(a.arch)
-    b, s = parse_shape(a.shape)
+    arch = resolve(a.arch)
+    b, s = a.shape
     fn, args = _build_student(arch, b, s, jnp.float32, 0)
     compiled, dargs, _ = compile_fn(fn, *args)
     for _ in range(20):

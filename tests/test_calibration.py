@@ -12,7 +12,6 @@ import pytest
 pd = pytest.importorskip("pandas")
 pytest.importorskip("scipy")
 
-from autodistill import calibration_cli  # noqa: E402
 from autodistill.arch import StudentArch  # noqa: E402
 from autodistill.calibration import (  # noqa: E402
     PARAM_NAMES,
@@ -264,10 +263,9 @@ def test_measured_base_rates() -> None:
 
 # ----------------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autodistill")
-    sub = p.add_subparsers(dest="command")
-    calibration_cli.register(sub)
-    return p
+    from autodistill.cli import build_parser
+
+    return build_parser()
 
 
 def _run(argv: list[str]) -> int:

@@ -1,28 +1,17 @@
 """``autodistill distill flash|full|export`` on a tiny teacher folder and a small text corpus."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from autodistill import distill_cli
-from autodistill.arch import reference_arch
-from autodistill.errors import ArchError, AutodistillError
+from autodistill.cli import main
 
 from test_distill_support import make_teacher_folder, tiny_docs
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autodistill")
-    sub = p.add_subparsers(dest="command")
-    distill_cli.register(sub)
-    return p
-
-
 def _run(capsys, *argv: str) -> tuple[int, str]:
-    args = _parser().parse_args(list(argv))
-    code = args.func(args)
+    code = main(list(argv))
     return code, capsys.readouterr().out
 
 
@@ -38,19 +27,6 @@ def setup(tmp_path_factory):
     held = root / "held.txt"
     held.write_text("\n\n".join(d.text for d in docs[16:20]))
     return root, teacher, corpus, held
-
-
-def test_parse_student() -> None:
-    a = distill_cli.parse_student("minilm-l6-h384:num_hidden_layers=2,hidden_size=128,num_attention_heads=2,"
-                                  "intermediate_size=512", vocab_size=500)
-    assert (a.num_hidden_layers, a.hidden_size, a.embedding_size, a.vocab_size) == (2, 128, 128, 500)
-    b = distill_cli.parse_student(json.dumps(a.to_dict()))
-    assert b == a
-    assert distill_cli.parse_student("mobilebert-tiny") == reference_arch("mobilebert-tiny")
-    with pytest.raises(ArchError):
-        distill_cli.parse_student("minilm-l6-h384:hidden_size")
-    with pytest.raises(ArchError):
-        distill_cli.parse_student("no-such-model")
 
 
 def test_flash_full_export(setup, capsys) -> None:
@@ -81,14 +57,27 @@ def test_flash_full_export(setup, capsys) -> None:
     # the checkpoint is never the export's target: not itself, not a folder holding it, not inside it
     before = sorted(p.relative_to(ck) for p in ck.rglob("*"))
     for out_dir in (ck, root, ck / "inside"):
-        args = _parser().parse_args(["distill", "export", "--checkpoint-dir", str(ck), "--out", str(out_dir)])
-        with pytest.raises(AutodistillError, match="is the checkpoint folder .*, holds it or is inside it"):
-            args.func(args)
+        assert main(["distill", "export", "--checkpoint-dir", str(ck), "--out", str(out_dir)]) == 2
+        assert "is the checkpoint folder" in capsys.readouterr().err
     assert sorted(p.relative_to(ck) for p in ck.rglob("*")) == before
 
 
-def test_errors_are_autodistill_errors(setup) -> None:
+def test_errors_exit_2_naming_the_bad_value(setup, capsys) -> None:
     root, teacher, corpus, held = setup
-    args = _parser().parse_args(["distill", "flash", "--student", "bert-base", "--teacher", str(root / "missing")])
-    with pytest.raises(AutodistillError, match="does not exist"):
-        args.func(args)
+    assert main(["distill", "flash", "--student", "bert-base", "--teacher", str(root / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and str(root / "missing") in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("student,match", [
+    ("no-such-model", "unknown reference architecture 'no-such-model'"),
+    ("minilm-l6-h384:hidden_size", "override 'hidden_size' is not key=value"),
+])
+def test_a_bad_student_exits_2_before_the_teacher_loads(setup, capsys, student, match) -> None:
+    root, teacher, corpus, held = setup
+    for command in (["flash", "--student", "tinybert-4", "--student", student],
+                    ["full", "--student", student, "--checkpoint-dir", str(root / "never")]):
+        assert main(["distill", *command, "--teacher", str(root / "missing")]) == 2
+        err = capsys.readouterr().err
+        assert match in err and "missing" not in err  # the student is named, not the (also bad) teacher
+    assert not (root / "never").exists()

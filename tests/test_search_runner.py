@@ -1,7 +1,6 @@
 """run_search: budgets, failures, resume after SIGKILL, replay, locking, CLI."""
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -181,11 +180,8 @@ def test_make_searcher_names():
 
 # ------------------------------------------------------------------ CLI
 def parser():
-    from autodistill import search_cli
-    p = argparse.ArgumentParser(prog="autodistill")
-    sub = p.add_subparsers(dest="command", required=True)
-    search_cli.register(sub)
-    return p
+    from autodistill.cli import build_parser
+    return build_parser()
 
 
 def test_cli_search_and_trials(tmp_path, capsys):

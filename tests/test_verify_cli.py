@@ -10,8 +10,8 @@ from autodistill.cli import main
 from autodistill.costmodel import CostModel
 from autodistill.errors import ConfigError
 from autodistill.hardware import load_profile
+from autodistill.cli.verify import parse_shape, run_students
 from autodistill.verify import item_time_column, profile_dtype
-from autodistill.verify_cli import parse_shape, run_students
 
 from test_verify import TINY
 
@@ -97,7 +97,45 @@ def test_reuse_rescores_saved_measurements_against_another_profile(tmp_path, cap
     (tmp_path / "cut.json").write_text(src.read_text()[:40])
     assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", names[0], "--shape", "2x32",
                  "--reuse", str(tmp_path / "cut.json")]) == 2
-    assert "is not a verify JSON file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--reuse file {str(tmp_path / 'cut.json')!r} is not valid JSON (truncated or damaged?)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content,match", [
+    ("[]", "is not a verify JSON file: it has no list of shapes"),
+    ('{"shapes": {}}', "is not a verify JSON file: it has no list of shapes"),
+    ('{"shapes": [{"batch": 2}]}', "is not a verify JSON file: a shape has no integer batch and seq"),
+    ('{"shapes": [{"batch": 2, "seq": 32, "students": [{"arch": {}, "measured_latency_s": null}]}]}',
+     "student 0 of the b2xs32 measurements is not a valid record"),
+    ('{"shapes": [{"batch": 2, "seq": 32, "profile": "cpu_local", "drift": {"anchors": [{}]}, '
+     '"students": [{"arch": %s, "measured_latency_s": 0.001}]}]}' % json.dumps(reference_arch("tinybert-4").to_dict()),
+     "the b2xs32 drift check is not valid"),
+])
+def test_reuse_of_a_file_that_is_not_a_verify_file_exits_2_naming_it(tmp_path, capsys, content, match) -> None:
+    f = tmp_path / "other.json"
+    f.write_text(content)
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", "tinybert-4", "--shape", "2x32",
+                 "--reuse", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert match in err and repr(str(f)) in err and "Traceback" not in err
+
+
+def test_out_is_written_whole_and_replaced_atomically(tmp_path, capsys) -> None:
+    cm = CostModel(load_profile("cpu_local"), "fp32")
+    a = reference_arch("tinybert-4")
+    saved = {"shapes": [{"profile": "cpu_local", "batch": 2, "seq": 32, "drift": None, "students": [
+        {"name": "t", "arch": a.to_dict(), "measured_latency_s": cm.latency_s(a, 2, 32), "measured_spread": 0.0}]}]}
+    src = tmp_path / "saved.json"
+    src.write_text(json.dumps(saved))
+    out = tmp_path / "sub" / "v.json"
+    out.parent.mkdir()
+    out.write_text("old")
+    assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", "tinybert-4", "--shape", "2x32",
+                 "--reuse", str(src), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["shapes"][0]["students"][0]["name"] == "tinybert-4"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v.json"]  # no temporary file left beside it
+    assert f"wrote {out}" in capsys.readouterr().err
 
 
 def test_verify_times_a_run_folder_on_this_cpu(tmp_path, capsys) -> None:

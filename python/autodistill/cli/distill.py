@@ -7,8 +7,9 @@
 * ``distill export``: a full-distillation checkpoint to a transformers folder,
   checked against ``transformers`` (PyTorch) to 1e-4.
 
-A student is a reference name (``autodistill archs``), a JSON file or inline
-JSON object of `StudentArch` fields, or ``BASE:key=value,...`` (e.g.
+A student is what `autodistill.arch.resolve` reads: a reference name
+(``autodistill archs``), a JSON file or inline JSON object of `StudentArch`
+fields, or ``BASE:key=value,...`` (e.g.
 ``minilm-l6-h384:num_hidden_layers=2,hidden_size=128,num_attention_heads=2,intermediate_size=512``;
 for BERT, ``hidden_size`` also sets ``embedding_size``/``intra_bottleneck_size``).
 Its vocab size is set to the teacher's. The corpus defaults to the embedded one
@@ -19,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import Any
 
-from autodistill.arch import StudentArch, reference_arch
-from autodistill.errors import ArchError, DistillError
+from autodistill.arch import resolve
+from autodistill.errors import DistillError
 
 logger = logging.getLogger(__name__)
 
@@ -97,55 +96,6 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                                                      "or ~/.cache/autodistill)")
 
 
-# ----------------------------------------------------------------------------- students
-def parse_student(spec: str, vocab_size: int | None = None) -> StudentArch:
-    """A `StudentArch` from a CLI spec (see the module docstring); ``vocab_size`` replaces the arch's."""
-    spec = spec.strip()
-    if spec.startswith("{"):
-        try:
-            fields = json.loads(spec)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"student {spec!r} is not valid JSON: {e}") from None
-        if not isinstance(fields, dict):
-            raise ArchError("an inline JSON student must be an object of StudentArch fields")
-        arch = StudentArch.from_dict(fields)
-    elif ":" in spec and "=" in spec:
-        base_name, _, rest = spec.partition(":")
-        arch = reference_arch(base_name.strip())
-        changes: dict[str, Any] = {}
-        for item in rest.split(","):
-            if not item.strip():
-                continue
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise ArchError(f"student override {item!r} is not key=value")
-            changes[key.strip()] = _parse_value(value.strip())
-        if arch.family == "bert" and "hidden_size" in changes:
-            for k in ("embedding_size", "intra_bottleneck_size"):
-                changes.setdefault(k, changes["hidden_size"])
-        try:
-            arch = arch.replace(**changes)
-        except TypeError as e:
-            raise ArchError(f"student {spec!r}: {e}") from None
-    else:
-        from autodistill.costmodel_cli import resolve_arch
-
-        arch = resolve_arch(spec)
-    if vocab_size is not None and arch.vocab_size != vocab_size:
-        arch = arch.replace(vocab_size=vocab_size)
-    return arch
-
-
-def _parse_value(v: str) -> Any:
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(v)
-    except ValueError:
-        return v
-
-
 # ----------------------------------------------------------------------------- commands
 def _prepare(args: argparse.Namespace):
     from autodistill.distill.data import DataConfig, build_data, default_corpus, read_corpus
@@ -167,8 +117,9 @@ def _flash(args: argparse.Namespace) -> int:
     from autodistill.distill.flash import FlashConfig, flash_distill
     from autodistill.distill.teacher import TeacherCache, evaluate_mlm
 
+    specs = [resolve(s) for s in args.student]  # a bad spec is refused before the teacher loads
     teacher, data, cache_dir = _prepare(args)
-    students = [parse_student(s, teacher.arch.vocab_size) for s in args.student]
+    students = [resolve(a, teacher.arch.vocab_size) for a in specs]
     cfg = FlashConfig(kt_steps=args.kt_steps, pd_steps=args.pd_steps, batch_size=args.batch_size, kt_lr=args.kt_lr,
                       pd_lr=args.pd_lr, seed=args.seed, fast_compile=args.fast_compile)
     teacher_acc = evaluate_mlm(teacher.arch, teacher.params, data.heldout_batches(cfg.eval_batch_size))
@@ -199,8 +150,9 @@ def _full(args: argparse.Namespace) -> int:
     from autodistill.distill.export import export_student
     from autodistill.distill.full import FullConfig, full_distill, load_checkpoint
 
+    spec = resolve(args.student)  # a bad spec is refused before the teacher loads
     teacher, data, _ = _prepare(args)
-    arch = parse_student(args.student, teacher.arch.vocab_size)
+    arch = resolve(spec, teacher.arch.vocab_size)
     cfg = FullConfig(kt_steps=args.kt_steps, pd_steps=args.pd_steps, batch_size=args.batch_size,
                      optimizer=args.optimizer, schedule=args.schedule, kt_lr=args.kt_lr, pd_lr=args.pd_lr,
                      warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
@@ -245,9 +197,3 @@ def _export(args: argparse.Namespace) -> int:
     folder = export_student(arch, params, args.out, vocab_path=vocab, verify=not args.no_verify)
     print(f"exported {arch.short_name()} to {folder}" + ("" if args.no_verify else " (transformers logits match)"))
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from autodistill.cli import main
-
-    sys.exit(main(["distill", *sys.argv[1:]]))

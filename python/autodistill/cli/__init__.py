@@ -1,8 +1,11 @@
 """Thin command-line interface over the library functions.
 
-Each stage owns its subcommands in a ``*_cli`` module exposing
-``register(subparsers)``; this file only wires them together, so the CLI
-never holds logic of its own.
+Each group of subcommands is a module of this package exposing
+``register(subparsers)``: it turns flags into the typed arguments of library
+functions and prints what they return; this file only wires the groups
+together and turns errors into exit codes. Rules: the CLI holds no logic of
+its own, and nothing outside this package imports it (the ``autodistill``
+script and ``python -m autodistill`` enter through `main`).
 """
 from __future__ import annotations
 
@@ -19,12 +22,12 @@ logger = logging.getLogger(__name__)
 
 #: Modules that contribute subcommands, in help order. Imported lazily (heavy stages stay unloaded).
 SUBCOMMAND_MODULES = (
-    "autodistill.costmodel_cli",
-    "autodistill.calibration_cli",
-    "autodistill.verify_cli",
-    "autodistill.search_cli",
-    "autodistill.distill_cli",
-    "autodistill.pipeline_cli",
+    "autodistill.cli.estimate",
+    "autodistill.cli.calibrate",
+    "autodistill.cli.verify",
+    "autodistill.cli.search",
+    "autodistill.cli.distill",
+    "autodistill.cli.run",
 )
 
 
@@ -61,7 +64,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

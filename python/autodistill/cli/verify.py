@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autodistill.calibration_cli import DEVICES
 from autodistill.errors import ConfigError
+from autodistill.measure.cases import PLATFORMS
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="time students on a device and compare with a profile's latency estimates",
                        description=__doc__.splitlines()[0])
     p.add_argument("--profile", required=True, help="profile name (see `profiles list`) or .toml path")
-    p.add_argument("--device", required=True, choices=DEVICES, help="JAX platform to measure on")
+    p.add_argument("--device", required=True, choices=PLATFORMS, help="JAX platform to measure on")
     p.add_argument("--arch", action="append", default=[], metavar="NAME|JSON",
                    help="a reference name (see `archs`) or a JSON file of StudentArch fields (repeatable)")
     p.add_argument("--run", default=None, metavar="DIR", help="also every finished student of this run folder")
@@ -83,10 +83,17 @@ def run_students(run_dir: str | os.PathLike[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def _students(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    from autodistill.costmodel_cli import resolve_arch
+def _student_name(spec: str, arch: Any) -> str:
+    """A student's name in the tables: a file's stem, an inline object's shape, else the spec itself."""
+    if spec.endswith(".json"):
+        return Path(spec).stem
+    return arch.short_name() if spec.lstrip().startswith("{") else spec
 
-    out = [(Path(a).stem if a.endswith(".json") else a, resolve_arch(a)) for a in args.arch]
+
+def _students(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    from autodistill.arch import resolve
+
+    out = [(_student_name(a, arch), arch) for a, arch in ((a, resolve(a)) for a in args.arch)]
     if args.run:
         out += run_students(args.run)
     if not out:
@@ -99,27 +106,27 @@ def _students(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def _reused(path: str, profile_name: str) -> dict[tuple[int, int], dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
+    """The shapes of an earlier ``verify --out`` file by (batch, seq); another profile's drift check is
+    dropped (its anchors belong to that profile's table)."""
+    from autodistill.fileio import read_json
+
+    data = read_json(path, what="--reuse file")
+    if data is None:
         raise ConfigError(f"--reuse file {path!r} does not exist")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--reuse file {path!r} is not a verify JSON file: {e}") from None
+    shapes = data.get("shapes") if isinstance(data, dict) else None
+    if not isinstance(shapes, list) or not all(isinstance(sh, dict) for sh in shapes):
+        raise ConfigError(f"--reuse file {path!r} is not a verify JSON file: it has no list of shapes")
     out = {}
-    for sh in data.get("shapes", []):
+    for sh in shapes:
+        try:
+            key = (int(sh["batch"]), int(sh["seq"]))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"--reuse file {path!r} is not a verify JSON file: a shape has no integer "
+                              f"batch and seq") from None
         if sh.get("profile") != profile_name:
-            sh = {**sh, "drift": None}  # the anchors belong to the other profile's table
-        out[(int(sh["batch"]), int(sh["seq"]))] = sh
+            sh = {**sh, "drift": None}
+        out[key] = sh
     return out
-
-
-
-
-def _arch_key(d: dict[str, Any]) -> str:
-    from autodistill.arch import StudentArch
-
-    return json.dumps(StudentArch.from_dict(d).to_dict(), sort_keys=True)
 
 
 def format_shape(res: dict[str, Any]) -> str:
@@ -151,8 +158,9 @@ def format_shape(res: dict[str, Any]) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from autodistill.fileio import atomic_write_json
     from autodistill.hardware import load_profile
-    from autodistill.verify import DriftCheck, confirm, profile_dtype
+    from autodistill.verify import DriftCheck, confirm, match_reused, profile_dtype
 
     if args.passes < 1:
         raise ConfigError(f"--passes {args.passes} must be >= 1")
@@ -176,15 +184,11 @@ def _verify(args: argparse.Namespace) -> int:
         prev = reuse.get((b, s))
         rows, drift = None, None
         if prev is not None:
-            # matched by the architecture's fields, not by name: a file name says nothing about the model
-            got = {_arch_key(p["arch"]): p for p in prev["students"] if "arch" in p}
-            missing = [n for n, a in students if _arch_key(a.to_dict()) not in got]
-            if missing:
-                raise ConfigError(f"--reuse {args.reuse!r} has no b{b}xs{s} measurement of the architecture of "
-                                  f"{', '.join(missing)}")
-            rows = [{"latency_s": got[_arch_key(a.to_dict())]["measured_latency_s"],
-                     "rel_spread": got[_arch_key(a.to_dict())]["measured_spread"]} for _, a in students]
-            drift = DriftCheck.from_dict(prev["drift"]) if prev.get("drift") else None
+            rows = match_reused(prev, students, source=f"--reuse {args.reuse!r}")
+            try:
+                drift = DriftCheck.from_dict(prev["drift"]) if prev.get("drift") else None
+            except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as e:
+                raise ConfigError(f"--reuse {args.reuse!r}: the b{b}xs{s} drift check is not valid ({e})") from None
         elif args.reuse:
             raise ConfigError(f"--reuse {args.reuse!r} has no shape {b}x{s}")
         rep = confirm(students, profile, batch=b, seq=s, device=args.device, tolerance=args.tolerance,
@@ -194,15 +198,7 @@ def _verify(args: argparse.Namespace) -> int:
         result["shapes"].append(res)
         print(format_shape(res))
         if args.out:  # after every shape: an interrupted verify keeps what it measured
-            _write_json(args.out, result)
+            atomic_write_json(args.out, result, indent=1)
     if args.out:
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
-
-
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float), encoding="utf-8")
-    os.replace(tmp, p)

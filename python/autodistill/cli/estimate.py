@@ -4,11 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pathlib import Path
-
-
-from autodistill.arch import StudentArch, reference_arch, reference_names
-from autodistill.errors import ArchError
+from autodistill.arch import reference_arch, reference_names, resolve
 from autodistill.hardware import list_profiles, load_profile
 
 
@@ -41,22 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_table)
 
 
-def resolve_arch(spec: str) -> StudentArch:
-    """A reference name, or a path to a JSON object of `StudentArch` fields."""
-    path = Path(spec)
-    if spec.endswith(".json") or path.is_file():
-        if not path.is_file():
-            raise ArchError(f"arch file {spec!r} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ArchError(f"arch file {spec!r} is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ArchError(f"arch file {spec!r} must hold a JSON object of StudentArch fields")
-        return StudentArch.from_dict(data)
-    return reference_arch(spec)
-
-
 def _profiles_list(args: argparse.Namespace) -> int:
     for name in list_profiles():
         p = load_profile(name)
@@ -83,7 +63,7 @@ def _archs(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     from autodistill.costmodel import CostModel
 
-    arch = resolve_arch(args.arch)
+    arch = resolve(args.arch)
     est = CostModel(load_profile(args.profile), args.dtype).estimate(arch, args.batch, args.seq,
                                                                     mlm_head=args.mlm_head)
     if args.json:

@@ -27,22 +27,11 @@ from pathlib import Path
 
 from autodistill.calibration import describe_measurements, write_profile
 from autodistill.errors import CalibrationError
+from autodistill.measure.cases import PLATFORMS
 from autodistill.measure.plan import MeasurePlan, measure_device
 from autodistill.measure.table import TIME_CHOICES
 
 logger = logging.getLogger(__name__)
-
-DEVICES = ("cpu", "gpu", "tpu")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone ``autodistill``-style parser holding only ``calibrate`` (for scripts and tests)."""
-    parser = argparse.ArgumentParser(prog="autodistill")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    register(sub)
-    return parser
-
 
 _D = MeasurePlan()  # the measuring defaults, written once
 
@@ -61,7 +50,7 @@ def plan_of(args: argparse.Namespace) -> MeasurePlan:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="measure this device and fit a hardware profile's efficiency terms",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--device", required=True, choices=DEVICES, help="JAX platform to measure")
+    p.add_argument("--device", required=True, choices=PLATFORMS, help="JAX platform to measure")
     p.add_argument("--out", required=True, help="where to write the calibrated profile (.toml); its stem names it")
     p.add_argument("--base", default="cpu_generic",
                    help="profile to start from and to report as the spec-only baseline (default: cpu_generic)")
@@ -138,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(efficiencies and shape terms stay). Use it when `autodistill verify`'s drift "
                                    "check finds the device far from its calibration-time speed.")
     r.add_argument("--profile", required=True, help="calibrated profile (name or .toml) with its measurement table")
-    r.add_argument("--device", required=True, choices=DEVICES, help="JAX platform to measure")
+    r.add_argument("--device", required=True, choices=PLATFORMS, help="JAX platform to measure")
     r.add_argument("--out", required=True, help="where to write the rescaled profile (.toml); its stem names it")
     r.add_argument("--max-s", type=float, default=60.0, help="seconds of measuring at most (default 60)")
     r.add_argument("--json", action="store_true", help="print the ratios as JSON")
@@ -265,5 +254,3 @@ def _calibrate_from_ops(args: argparse.Namespace, base) -> int:
                       f"within10={100 * acc['within_10pct']:5.1f}%")
         print(f"wrote {args.out}")
     return 0
-
-

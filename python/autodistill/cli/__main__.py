@@ -1,0 +1,6 @@
+"""``python -m autodistill.cli``: the same command line as ``autodistill``."""
+import sys
+
+from autodistill.cli import main
+
+sys.exit(main())
