@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autodistill.errors import ConfigError, DistillError
-from autodistill.pipeline import load_config, run
+from autodistill.run import load_config, run
 
 from test_distill_support import make_teacher_folder, tiny_docs
 
@@ -162,21 +162,19 @@ def test_bad_config_values_are_clear_errors(section: str, values: dict, match: s
 
 
 def test_config_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
-    from autodistill.pipeline import load_config
-
     (tmp_path / "cfg").mkdir()
     f = tmp_path / "cfg" / "run.toml"
     f.write_text('[data]\ncorpus = ["builtin", "../text", "/abs/books"]\nheldout = ["held.txt"]\n'
                  '[teacher]\npath = "teachers/bert"\n')
     cfg = load_config(f)
-    assert cfg.get("data", "corpus") == ["builtin", str(tmp_path / "cfg" / "../text"), "/abs/books"]
-    assert cfg.get("data", "heldout") == [str(tmp_path / "cfg" / "held.txt")]
-    assert cfg.get("teacher", "path") == str(tmp_path / "cfg" / "teachers/bert")
+    assert cfg.data.corpus == ("builtin", str(tmp_path / "cfg" / "../text"), "/abs/books")
+    assert cfg.data.heldout == (str(tmp_path / "cfg" / "held.txt"),)
+    assert cfg.teacher.path == str(tmp_path / "cfg" / "teachers/bert")
     # command-line overrides stay relative to the working directory; the embedded default is untouched
-    assert load_config(f, {"teacher": {"path": "x"}}).get("teacher", "path") == "x"
-    assert load_config().get("teacher", "path") == "default"
+    assert load_config(f, {"teacher": {"path": "x"}}).teacher.path == "x"
+    assert load_config().teacher.path == "default"
     shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "shared_data.toml")
-    assert all(Path(p).is_absolute() for p in shipped.get("data", "corpus"))
+    assert all(Path(p).is_absolute() for p in shipped.data.corpus)
 
 
 def test_bad_inputs_fail_before_any_work(tiny_setup, tmp_path: Path) -> None:
@@ -203,7 +201,7 @@ def test_bad_inputs_fail_before_any_work(tiny_setup, tmp_path: Path) -> None:
 def test_pareto_layers_fill_top_k() -> None:
     from types import SimpleNamespace
 
-    from autodistill.pipeline import _pareto_layers
+    from autodistill.search.selection import pareto_layers as _pareto_layers
 
     def t(i, acc, lat, ok=True):
         return SimpleNamespace(trial_id=i, accuracy=acc, latency_s=lat, ok=ok)

@@ -71,6 +71,8 @@ def test_meta_pareto_hypervolume_and_exports(tmp_path):
     assert [t.arch for t in front] == [reference_arch(n) for n in ("tinybert-4", "mobilebert-tiny", "mobilebert")]
     ref = st.reference_point()
     assert st.hypervolume() > 0 and st.hypervolume(*ref) == st.hypervolume()
+    # inferred beyond every trial (not only the front): bert-base's latency is the slowest
+    assert ref[1] > max(lats) and ref[0] < min(accs)
     st.set_meta({"reference_point": {"accuracy": 0.5, "latency_s": 1e-3}})
     assert st.reference_point() == (0.5, 1e-3)
     df = st.to_dataframe()

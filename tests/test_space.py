@@ -85,7 +85,7 @@ def test_minilm_preset_ties_embedding_to_hidden(minilm_pool):
 
 def test_importing_space_does_not_import_torch():
     code = ("import sys, autodistill.space, autodistill.search.store, autodistill.search.runner, "
-            "autodistill.search.baselines, autodistill.search_cli; "
+            "autodistill.search.baselines, autodistill.cli.search; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -33,7 +33,7 @@ def _run_folder(tmp_path):
     for name, status in (("t1", "ok"), ("t2", "failed"), ("base", "ok")):
         d = tmp_path / "run" / "students" / name
         d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps({"name": name, "status": status, "arch": TINY.to_dict()}))
+        (d / "result.json").write_text(json.dumps({"name": name, "status": status, "finished": True, "arch": TINY.to_dict()}))
     return tmp_path / "run"
 
 

@@ -4,7 +4,7 @@ Importing the package is cheap: it loads neither torch nor JAX, and does no
 I/O. Heavy frameworks are imported by the stages that use them.
 
 Data flows one way: hardware profile -> cost model -> calibration -> search
--> distill -> verify -> pipeline -> cli.
+-> distill -> verify -> run -> cli.
 """
 from __future__ import annotations
 

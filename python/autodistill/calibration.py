@@ -44,6 +44,7 @@ import numpy as np
 
 from autodistill.arch import StudentArch
 from autodistill.errors import CalibrationError, choices_message
+from autodistill.fileio import atomic_write_text
 from autodistill.hardware import (
     CLASS_TERMS, INTERVAL_LEVEL, MAX_HALF_RATE_K, OP_CLASSES, RESIDUAL_CLASSES, ROOFLINES, Calibration, ClassTerms,
     ErrorBand, HardwareProfile,
@@ -772,10 +773,7 @@ def write_profile(rep: CalibrationReport, out: str | os.PathLike[str]) -> Path:
             lines.append(f"# Noise floor ({col}): " + ", ".join(f"{k}={v:.4g}" for k, v in nf.items()) + ".")
     text = "\n".join(lines) + "\n" + out.read_text(encoding="utf-8")
     profile_from_dict(tomllib.loads(text), source=str(out))
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, text)
 
 
 def _first(df: "pd.DataFrame", col: str) -> str:  # noqa: F821

@@ -240,5 +240,52 @@ def estimate(profile: str | HardwareProfile, arch: StudentArch | str, batch: int
     return CostModel(prof, dtype).estimate(a, batch, seq, mlm_head=mlm_head)
 
 
-__all__ = ["COST_MODEL_VERSION", "CostModel", "LatencyEstimate", "OpEstimate", "ServingMix", "estimate",
-           "features_of", "mix_latency", "AutodistillError"]
+#: How a latency objective summarizes latency over a serving mix (`mix_latency`'s keys).
+MIX_STATISTICS = ("mean_s", "p50_s", "p99_s")
+
+
+@dataclass(frozen=True)
+class LatencyObjective:
+    """The latency a search minimizes and a report shows: the cost model of ``profile`` at ``dtype``
+    (None: the profile's default), over the request shapes of ``mix``, summarized by ``statistic``.
+
+    One object serves the candidate pool, the search summary and the report, so they cannot disagree.
+    """
+
+    profile: str | HardwareProfile
+    dtype: str | None
+    mix: ServingMix
+    statistic: str = "mean_s"
+
+    def __post_init__(self) -> None:
+        if self.statistic not in MIX_STATISTICS:
+            from autodistill.errors import choices_message
+
+            raise CostModelError(choices_message("mix statistic", self.statistic, MIX_STATISTICS))
+
+    @property
+    def cost_model(self) -> "CostModel":
+        cm = self.__dict__.get("_cm")
+        if cm is None:
+            from autodistill.hardware import load_profile
+
+            prof = self.profile if isinstance(self.profile, HardwareProfile) else load_profile(self.profile)
+            cm = CostModel(prof, self.dtype)
+            object.__setattr__(self, "_cm", cm)  # a cache, not state: the fields fix it
+        return cm
+
+    @property
+    def profile_name(self) -> str:
+        return self.profile.name if isinstance(self.profile, HardwareProfile) else str(self.profile)
+
+    def latency_s(self, archs: "np.ndarray | Sequence[StudentArch]") -> np.ndarray:
+        """``n`` latencies (seconds) of feature rows (``n x F``) or architectures."""
+        return mix_latency(self.cost_model, archs, self.mix)[self.statistic]
+
+    def describe(self) -> str:
+        """``"mean_s over 1 request shape(s) on tpu_v4i"``."""
+        return f"{self.statistic} over {len(self.mix.shapes)} request shape(s) on {self.cost_model.profile.name}"
+
+
+__all__ = ["COST_MODEL_VERSION", "CostModel", "LatencyEstimate", "LatencyObjective", "MIX_STATISTICS", "OpEstimate",
+           "ServingMix", "estimate", "features_of", "mix_latency", "AutodistillError"]

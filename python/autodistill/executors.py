@@ -191,6 +191,29 @@ class RayExecutor:
         self.close()
 
 
+class TaskEvaluator:
+    """A search evaluator that runs each evaluation as one task of ``executor`` (`RayExecutor.call`); the
+    search runner's worker threads keep several in flight.
+
+    ``fn((arch_dict, trial_id))`` runs on the worker and returns ``(accuracy or None, metrics)``: plain
+    data both ways, so it travels to any worker.
+    """
+
+    def __init__(self, executor: Any, fn: Callable[[tuple[dict, int]], tuple[float | None, dict]]) -> None:
+        self.executor = executor
+        self.fn = fn
+
+    def evaluate(self, arch: Any, trial_id: int = 0) -> Any:
+        from autodistill.errors import TrialFailed
+        from autodistill.search.types import TrialResult
+
+        out = self.executor.call(self.fn, (arch.to_dict(), trial_id))
+        if not out.ok:
+            raise TrialFailed(f"trial {trial_id} failed on a Ray worker: {out.error}")
+        acc, metrics = out.value
+        return TrialResult(accuracy=float("nan") if acc is None else acc, metrics=metrics)
+
+
 def make_executor(kind: str = "local", address: str | None = None, num_workers: int | None = None) -> Executor:
     """``"local"`` or ``"ray"``; errors name the valid choices."""
     if kind not in EXECUTORS:

@@ -39,7 +39,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -479,15 +478,8 @@ def save_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     text = profile.to_toml()
     profile_from_dict(tomllib.loads(text), source=str(path))  # round-trip check before replacing anything
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from autodistill.fileio import atomic_write_text
+
+    atomic_write_text(path, text)
     logger.info("wrote profile %s to %s", profile.name, path)
     return path

@@ -1,8 +1,9 @@
 """The run report: one self-contained HTML file (plots embedded) and a Markdown summary.
 
 `ReportData` is everything the report shows; `write_report` renders it. The
-pipeline fills it from the trial store, the distilled students and the
-on-device measurements; nothing here reads those sources itself.
+run's report stage (`autodistill.run.stages.stage_report`) fills it from the
+trial store, the student records and the on-device measurements; nothing here
+reads those sources itself.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import io
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from autodistill.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -309,24 +311,13 @@ def render_html(data: ReportData) -> str:
     return "\n".join(parts)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(data: ReportData, folder: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` into ``folder`` (atomically); return their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     html_path, md_path = folder / "report.html", folder / "report.md"
-    _atomic_write(html_path, render_html(data))
-    _atomic_write(md_path, markdown(data))
+    atomic_write_text(html_path, render_html(data))
+    atomic_write_text(md_path, markdown(data))
     logger.info("wrote %s and %s", html_path, md_path)
     return html_path, md_path
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from autodistill.pipeline import STAGES
+from autodistill.run.stages import STAGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from autodistill.pipeline import DEFAULT_CONFIG, load_config, run
+    from autodistill.run import default_config_text, load_config, run
 
     if args.print_default_config:
-        print(DEFAULT_CONFIG.strip())
+        print(default_config_text().strip())
         return 0
     cfg = load_config(args.config, overrides={"search": {"budget": args.budget, "executor": args.executor,
                                                          "address": args.address, "workers": args.workers}})

@@ -15,7 +15,6 @@ score another profile against the same measurements).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -64,20 +63,13 @@ def parse_shape(text: str) -> tuple[int, int]:
 
 
 def run_students(run_dir: str | os.PathLike[str]) -> list[tuple[str, Any]]:
-    """(name, arch) of every student of a run folder whose full distillation finished (``status: ok``)."""
-    from autodistill.arch import StudentArch
+    """(name, arch) of every ready student of a run folder (`autodistill.run.StudentRecord.ready`)."""
+    from autodistill.run import RunFolder
 
-    root = Path(run_dir) / "students"
-    if not root.is_dir():
+    folder = RunFolder(run_dir)
+    if not folder.students_dir.is_dir():
         raise ConfigError(f"--run {str(run_dir)!r} has no students/ folder (is it an `autodistill run` folder?)")
-    out = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        f = folder / "result.json"
-        if not f.is_file():
-            continue
-        res = json.loads(f.read_text(encoding="utf-8"))
-        if res.get("status") == "ok":
-            out.append((str(res["name"]), StudentArch.from_dict(res["arch"])))
+    out = [(r.name, r.arch) for r in folder.students(ready=True)]
     if not out:
         raise ConfigError(f"--run {str(run_dir)!r} has no finished students")
     return out

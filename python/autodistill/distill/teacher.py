@@ -423,11 +423,11 @@ def fit_mlm_head(teacher: Teacher, data: Any, config: HeadFitConfig = HeadFitCon
     logger.info("fitted an MLM head on %s in %.1f s: held-out MLM accuracy %.4f", teacher.name, info["fit_s"],
                 ev["mlm_accuracy"])
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(_flatten(jax.device_get(cls)), str(tmp))
-        os.replace(tmp, path)
-        meta_path.write_text(json.dumps(info, indent=2, sort_keys=True))
+        from autodistill.fileio import atomic_path, atomic_write_text
+
+        with atomic_path(path) as tmp:
+            save_file(_flatten(jax.device_get(cls)), str(tmp))
+        atomic_write_text(meta_path, json.dumps(info, indent=2, sort_keys=True))
     return bare.with_head(cls, info)
 
 

@@ -59,16 +59,16 @@ def measurement_table(rows: Iterable[Mapping[str, Any]]) -> "pd.DataFrame":  # n
 
 def save_measurements(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:  # noqa: F821
     """Write the measurement table as CSV (``.csv``) or parquet (``.parquet``, needs pyarrow)."""
+    from autodistill.fileio import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    elif path.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise CalibrationError(f"measurement file {str(path)!r} must end in .csv or .parquet")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
     return path
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from autodistill.errors import SearchError
 from autodistill.search.base import PoolSearcher
+from autodistill.search.pareto import nondominated_ranks
 from autodistill.space import CandidatePool
 
 logger = logging.getLogger(__name__)
@@ -34,25 +35,6 @@ class RandomSearch(PoolSearcher):
     def _propose(self, n: int) -> tuple[np.ndarray, list[dict]]:
         idx = self._random(n, self._rng(n))
         return idx, [{"source": "random"}] * len(idx)
-
-
-def nondominated_ranks(Y: np.ndarray) -> np.ndarray:
-    """NSGA-II front number (0 = non-dominated) of each row of ``Y`` (``n x m``, maximized)."""
-    n = len(Y)
-    ranks = np.full(n, -1, dtype=np.int64)
-    ge = np.all(Y[:, None, :] >= Y[None, :, :], axis=2)
-    gt = np.any(Y[:, None, :] > Y[None, :, :], axis=2)
-    dom = ge & gt  # dom[i, j]: i dominates j
-    count = dom.sum(axis=0)  # how many dominate j
-    r = 0
-    current = np.flatnonzero(count == 0)
-    while len(current):
-        ranks[current] = r
-        count = count - dom[current].sum(axis=0)
-        count[ranks >= 0] = -1
-        current = np.flatnonzero(count == 0)
-        r += 1
-    return ranks
 
 
 def crowding_distance(Y: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np
 
 from autodistill.errors import SearchError
 
-__all__ = ["hypervolume", "hypervolume_2d", "hypervolume_curve", "objective_matrix", "pareto_mask",
-           "reference_point"]
+__all__ = ["hypervolume", "hypervolume_2d", "hypervolume_curve", "nondominated_ranks", "objective_matrix",
+           "pareto_mask", "reference_point"]
 
 
 def objective_matrix(accuracy: Sequence[float] | np.ndarray, latency_s: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -67,6 +67,25 @@ def pareto_mask(Y: np.ndarray) -> np.ndarray:
         keep[s:s + 1024] = ~np.any(ge & gt, axis=1)
     out[idx[keep]] = True
     return out
+
+
+def nondominated_ranks(Y: np.ndarray) -> np.ndarray:
+    """NSGA-II front number (0 = non-dominated) of each row of ``Y`` (``n x m``, maximized)."""
+    n = len(Y)
+    ranks = np.full(n, -1, dtype=np.int64)
+    ge = np.all(Y[:, None, :] >= Y[None, :, :], axis=2)
+    gt = np.any(Y[:, None, :] > Y[None, :, :], axis=2)
+    dom = ge & gt  # dom[i, j]: i dominates j
+    count = dom.sum(axis=0)  # how many dominate j
+    r = 0
+    current = np.flatnonzero(count == 0)
+    while len(current):
+        ranks[current] = r
+        count = count - dom[current].sum(axis=0)
+        count[ranks >= 0] = -1
+        current = np.flatnonzero(count == 0)
+        r += 1
+    return ranks
 
 
 def hypervolume_2d(Y: np.ndarray, ref: Sequence[float]) -> float:

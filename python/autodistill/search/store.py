@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -33,6 +32,7 @@ import numpy as np
 
 from autodistill.arch import StudentArch
 from autodistill.errors import SearchError, choices_message
+from autodistill.fileio import atomic_path
 from autodistill.search.pareto import hypervolume, objective_matrix, pareto_mask, reference_point
 from autodistill.search.types import FINISHED, STATUSES, Suggestion, Trial, TrialResult
 
@@ -329,15 +329,17 @@ class TrialStore:
         return sorted(front, key=lambda t: (t.latency_s, -(t.accuracy or 0.0)))
 
     def reference_point(self) -> tuple[float, float] | None:
-        """``(ref_accuracy, ref_latency_s)``: stored in meta by the run, else inferred from the front
-        (`autodistill.search.pareto.reference_point`)."""
+        """``(ref_accuracy, ref_latency_s)``: stored in meta by the run, else inferred from every completed
+        trial (`autodistill.search.pareto.reference_point` with ``front_only=False``: it stays beyond
+        every trial, so a hypervolume curve over trials is positive even while the front is one point).
+        The search summary, ``autodistill trials`` and the report all use this one."""
         ref = self.get_meta("reference_point")
         if ref and ref.get("accuracy") is not None and ref.get("latency_s") is not None:
             return float(ref["accuracy"]), float(ref["latency_s"])
         done, acc, lat = self._objectives()
         if not done:
             return None
-        return reference_point(acc, lat)
+        return reference_point(acc, lat, front_only=False)
 
     def hypervolume(self, ref_accuracy: float | None = None, ref_latency_s: float | None = None) -> float:
         """Hypervolume of the completed trials in the (accuracy, -ln latency_s) plane."""
@@ -388,7 +390,6 @@ class TrialStore:
         if path.is_dir():
             raise SearchError(f"--csv {path} is a folder; give a file name")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        self.to_dataframe().to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.to_dataframe().to_csv(tmp, index=False)
         return path

@@ -1,0 +1,83 @@
+"""Writing files so that a crash never leaves half of one, and reading JSON with errors that name the file.
+
+Every file autodistill writes goes through `atomic_path` (or its two shorthands): the content is
+written to a hidden temporary file beside the target, flushed to disk, and renamed over the target
+only when complete. A reader sees the old file or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from autodistill.errors import AutodistillError, ConfigError
+
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "json_default", "read_json"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it replaces ``path``, on error it
+    is removed and ``path`` is left as it was. The parent folder is created when missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:  # on disk before the rename, so a power cut cannot leave an empty file
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def json_default(o: Any) -> Any:
+    """JSON for the values autodistill writes: objects with ``to_dict`` (architectures), NumPy scalars,
+    and non-finite floats (as null)."""
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON-serializable: {type(o).__name__}")
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (see `json_default` for what it converts)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], *, what: str = "file",
+              error: type[AutodistillError] = ConfigError) -> Any:
+    """The JSON in ``path``, or None when there is no such file.
+
+    A file that is not UTF-8, not JSON (a truncated write of another program, say) or not readable
+    raises ``error`` naming it as ``what``, instead of a traceback."""
+    p = Path(path)
+    if not p.is_file():
+        if p.exists():
+            raise error(f"{what} {str(p)!r} is not a file")
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{what} {str(p)!r} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{what} {str(p)!r} is not valid JSON (truncated or damaged?): {e}") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {str(p)!r}: {e.strerror}") from None

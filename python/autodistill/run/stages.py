@@ -1,0 +1,272 @@
+"""The stages of a run, each a short function of the `RunContext` that reads and writes only through the
+`RunFolder` and its records. Every stage skips the work it finds finished (trials, student records,
+exports, measurements), so a resume runs them all again."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from autodistill.errors import AutodistillError, ConfigError
+from autodistill.run.context import RemoteEvaluate, RunContext
+from autodistill.run.records import ConfirmRecord, StudentRecord
+
+if TYPE_CHECKING:
+    from autodistill.arch import StudentArch
+    from autodistill.search.runner import SearchSummary
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["STAGES", "chosen_students", "confirm_profile", "stage_confirm", "stage_distill", "stage_export",
+           "stage_glue", "stage_report", "stage_search"]
+
+STAGES = ("search", "distill", "export", "glue", "confirm", "report")
+
+
+def stage_search(ctx: RunContext) -> "SearchSummary":
+    """Model exploration: flash-distil the searcher's proposals until the budget is met."""
+    from autodistill.executors import TaskEvaluator, make_executor
+    from autodistill.search.runner import make_searcher, run_search
+
+    cfg = ctx.cfg.search
+    ctx.evaluator.prepare()  # teacher head + teacher outputs on disk before any worker needs them
+    searcher = make_searcher(cfg.searcher, ctx.pool, seed=ctx.cfg.run.seed)
+    executor = make_executor(cfg.executor, cfg.address or None, cfg.workers if cfg.executor == "ray" else None)
+    evaluator = (ctx.evaluator if cfg.executor == "local"
+                 else TaskEvaluator(executor, RemoteEvaluate(ctx.cfg.to_dict(), str(ctx.folder.path))))
+    try:
+        summary = run_search(space=ctx.space, evaluator=evaluator, store=ctx.folder.store_dir, budget=cfg.budget,
+                             searcher=searcher, pool=ctx.pool, batch_size=cfg.batch_size, workers=cfg.workers,
+                             progress=ctx.progress)
+    finally:
+        executor.close()
+    logger.info("search: %d completed, %d failed, hypervolume %.4g", summary.n_completed, summary.n_failed,
+                summary.hypervolume)
+    return summary
+
+
+def chosen_students(ctx: RunContext) -> list[tuple[StudentRecord, "StudentArch"]]:
+    """The students to distill fully, as records to fill in: ``top_k`` of the search's Pareto students
+    (`autodistill.search.selection.select_students`), then the baseline."""
+    from autodistill.search.selection import select_students
+    from autodistill.search.store import TrialStore
+
+    with TrialStore(ctx.folder.store_dir, create=False, readonly=True) as st:
+        picked = select_students(st.pareto(), st.trials("completed"), ctx.cfg.full.top_k)
+    out = []
+    for t in picked:
+        arch = ctx.evaluator.adapt(t.arch)
+        out.append((StudentRecord(f"trial{t.trial_id:04d}", arch, status="pending", finished=False,
+                                  trial_id=t.trial_id, flash_accuracy=t.accuracy, est_latency_s=t.latency_s), arch))
+    base = ctx.baseline()
+    if base is not None:
+        out.append((StudentRecord("baseline", base, status="pending", finished=False, baseline=True), base))
+    return out
+
+
+def stage_distill(ctx: RunContext) -> list[StudentRecord]:
+    """Full distillation of the chosen students and of the baseline, with the same budget."""
+    from autodistill.distill.flash import FlashConfig
+    from autodistill.distill.full import FullConfig, full_distill
+
+    cfg = ctx.cfg.full
+    kt = int(round(cfg.steps * float(cfg.kt_fraction)))
+    fcfg = FullConfig(kt_steps=kt, pd_steps=cfg.steps - kt, batch_size=cfg.batch_size,
+                      warmup_steps=max(1, cfg.steps // 10), checkpoint_every=max(1, cfg.steps // 4),
+                      seed=ctx.cfg.run.seed, optimizer="adamw",
+                      # the flash recipe's peak rates (width-scaled PD rate), decayed linearly over the budget
+                      kt_lr=FlashConfig.kt_lr, pd_lr=FlashConfig.pd_lr, pd_lr_width_ref=FlashConfig.pd_lr_width_ref)
+    results = []
+    for todo, arch in chosen_students(ctx):
+        prev = ctx.folder.student(todo.name)
+        if prev is not None and prev.finished:
+            results.append(prev)
+            continue
+        with _progress_bar(ctx, fcfg.total_steps, f"distill {todo.name}") as on_step:
+            r = full_distill(arch, ctx.teacher, ctx.data, fcfg, ctx.folder.checkpoint_dir(todo.name), resume=True,
+                             progress=on_step)
+        rec = StudentRecord(todo.name, arch, status=r.status, finished=r.finished, mlm_accuracy=r.mlm_accuracy,
+                            steps=r.steps_done, wall_time_s=r.wall_time_s, train_tokens_per_s=r.train_tokens_per_s,
+                            message=r.message, trial_id=todo.trial_id, flash_accuracy=todo.flash_accuracy,
+                            est_latency_s=todo.est_latency_s, baseline=todo.baseline)
+        ctx.folder.save_student(rec)
+        results.append(rec)
+        logger.info("distilled %s (%s): %s, MLM accuracy %.4f", rec.name, arch.short_name(), r.status, r.mlm_accuracy)
+    return results
+
+
+class _progress_bar:
+    """``with _progress_bar(ctx, total, desc) as on_step``: a tqdm bar fed by ``on_step(step, loss)``."""
+
+    def __init__(self, ctx: RunContext, total: int, desc: str) -> None:
+        self.bar = None
+        if ctx.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def __enter__(self):
+        def on_step(step: int, loss: float) -> None:
+            if self.bar is not None:
+                self.bar.n = step
+                self.bar.set_postfix(loss=f"{loss:.3f}")
+                self.bar.refresh()
+
+        return on_step
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def stage_export(ctx: RunContext) -> None:
+    """A transformers folder per ready student, checked against the Flax model."""
+    from autodistill.distill.export import export_student
+    from autodistill.distill.full import load_checkpoint
+
+    for rec in ctx.folder.students(ready=True):
+        hf = ctx.folder.export_dir(rec.name)
+        if rec.exported and (hf / "config.json").is_file():
+            continue
+        arch, params = load_checkpoint(ctx.folder.checkpoint_dir(rec.name))
+        export_student(arch, params, hf, vocab_path=ctx.teacher.vocab_path, verify=True)
+        ctx.folder.save_student(rec.with_export(str(hf)))
+
+
+def stage_glue(ctx: RunContext) -> None:
+    """Fine-tune every ready student on each ``[glue] tasks`` task (none by default)."""
+    cfg = ctx.cfg.glue
+    if not cfg.tasks:
+        return
+    from autodistill.distill.full import load_checkpoint
+    from autodistill.distill.glue import finetune_glue
+
+    cfg.check()
+    for rec in ctx.folder.students(ready=True):
+        arch, params = load_checkpoint(ctx.folder.checkpoint_dir(rec.name))
+        for task in cfg.tasks:
+            if any(k.startswith(f"{task}/") for k in rec.glue):
+                continue
+            r = finetune_glue(arch, params, ctx.teacher.vocab_path, task, cfg.resolved_dir(), steps=cfg.steps,
+                              batch_size=cfg.batch_size, learning_rate=1e-4, seq_len=ctx.cfg.data.seq_len,
+                              seed=ctx.cfg.run.seed)
+            rec = rec.with_glue({f"{task}/{k}": v for k, v in r.metrics.items()})
+            ctx.folder.save_student(rec)
+
+
+def confirm_profile(name: str):
+    """The confirmation profile; ``cpu_local`` falls back to ``cpu_generic`` on a machine without one."""
+    from autodistill.errors import ProfileError
+    from autodistill.hardware import load_profile
+
+    try:
+        return load_profile(name)
+    except ProfileError:
+        if name == "cpu_local":
+            logger.warning("profile cpu_local not found; confirming against cpu_generic")
+            return load_profile("cpu_generic")
+        raise
+
+
+def stage_confirm(ctx: RunContext) -> ConfirmRecord | None:
+    """Measure every ready student on the local device against the confirmation profile's estimate; a
+    profile refitted to the measurements (when an error exceeds the tolerance) goes to ``profiles/``."""
+    from autodistill.hardware import save_profile
+    from autodistill.verify import confirm, item_time_column, match_reused
+
+    cfg = ctx.cfg.confirm
+    if not cfg.enabled:
+        return None
+    students = [(r.name, r.arch) for r in ctx.folder.students(ready=True)]
+    if not students:
+        return None
+    prof = confirm_profile(cfg.profile)
+    rows, drift = None, None
+    prev = ctx.folder.confirm()
+    # Reuse finished measurements of the same architectures at the same shape, timed with the statistic
+    # compared now (files written before confirm.json recorded it hold load-corrected medians).
+    if prev is not None and (prev.batch, prev.seq, prev.time_column) == (cfg.batch, cfg.seq,
+                                                                          item_time_column(cfg.device)):
+        try:
+            rows = match_reused(prev.to_dict(), students)
+            drift = prev.drift_check()
+        except ConfigError:  # another set of students: measure them all again
+            rows = None
+    rep = confirm(students, prof, batch=cfg.batch, seq=cfg.seq, device=cfg.device, tolerance=cfg.tolerance,
+                  cores=cfg.cores, passes=cfg.passes, measurements=rows, anchors=cfg.anchors, drift=drift)
+    saved = None
+    if rep.recalibrated is not None:
+        saved = str(save_profile(rep.recalibrated, ctx.folder.profile_path(rep.recalibrated.name)))
+    rec = ConfirmRecord.of_report(rep, cfg.batch, cfg.seq, recalibrated_profile=saved)
+    ctx.folder.save_confirm(rec)
+    return rec
+
+
+def stage_report(ctx: RunContext) -> tuple[Any, Any]:
+    """``report.html`` and ``report.md``: every student, the references, the search and the confirmation."""
+    from autodistill.arch import reference_arch
+    from autodistill.measure.table import TIME_DESCRIPTIONS
+    from autodistill.report import ReportData, StudentRow, TrialPoint, write_report
+    from autodistill.search.pareto import hypervolume_curve
+    from autodistill.search.store import TrialStore
+
+    objective = ctx.objective
+
+    def est(a: "StudentArch") -> float:
+        return float(objective.latency_s([a])[0])
+
+    with TrialStore(ctx.folder.store_dir, create=False, readonly=True) as st:
+        done = [t for t in st.trials() if t.finished]
+        ref = st.reference_point()  # the one the search logged its hypervolume against
+    points = tuple(TrialPoint(t.accuracy, t.latency_s) for t in done if t.ok and t.latency_s)
+    hv: tuple[float, ...] = ()
+    if ref is not None and done:
+        acc = [t.accuracy if t.ok else float("nan") for t in done]
+        lat = [t.latency_s if t.latency_s else float("nan") for t in done]
+        hv = tuple(float(x) for x in hypervolume_curve(acc, lat, ref[0], ref[1]))
+    conf = ctx.folder.confirm()
+    by_name = conf.by_name() if conf is not None else {}
+    band = None
+    if by_name:
+        try:  # the interval the confirmation profile's estimates carry
+            band = confirm_profile(ctx.cfg.confirm.profile).error_band()
+        except AutodistillError as e:
+            logger.warning("no latency interval in the report: %s", e)
+    rows = []
+    for res in ctx.folder.students():
+        a, c = res.arch, by_name.get(res.name)
+        rows.append(StudentRow(res.name, a.short_name(), a.num_parameters(pooler=False), est(a),
+                               flash_accuracy=res.flash_accuracy,
+                               mlm_accuracy=res.mlm_accuracy if res.status == "ok" else None, glue=dict(res.glue),
+                               local_est_latency_s=c.est_latency_s if c else None,
+                               measured_latency_s=c.measured_latency_s if c else None,
+                               recal_est_latency_s=c.recal_latency_s if c else None,
+                               drift_est_latency_s=c.drift_latency_s if c else None,
+                               local_interval_s=band.around(c.est_latency_s) if band and c and c.est_latency_s
+                               else None, pareto=not res.baseline, baseline=res.baseline))
+    teacher = ctx.teacher
+    ta = teacher.arch
+    rows.append(StudentRow(f"teacher ({teacher.name})", ta.short_name(), ta.num_parameters(pooler=False), est(ta),
+                           reference=True, mlm_accuracy=ctx.evaluator.teacher_mlm_accuracy))
+    for name in ("bert-base", "mobilebert", "mobilebert-tiny"):
+        a = reference_arch(name)
+        rows.append(StudentRow(name, a.short_name(), a.num_parameters(pooler=False), est(a), reference=True))
+    notes = [f"search: {len([t for t in done if t.ok])} completed, {len([t for t in done if not t.ok])} failed "
+             f"trials; latency objective: {objective.describe()}"]
+    if conf is not None:
+        if conf.note:
+            notes.append(conf.note)
+        if conf.time_column in TIME_DESCRIPTIONS:
+            notes.append(f"measured latency: {TIME_DESCRIPTIONS[conf.time_column]}, fastest of the timing passes; "
+                         "the statistic the profile was fitted to")
+        drift = conf.drift or {}
+        if drift.get("n"):
+            notes.append(f"drift check: {int(drift['n'])} students of the {conf.profile} calibration table, "
+                         f"re-timed beside the confirmation, ran at {drift['ratio']:.3f}x their calibration-time "
+                         "latency (median)")
+        if conf.recalibrated_profile:
+            notes.append("confirmation errors exceeded the tolerance; recalibrated profile: "
+                         f"{conf.recalibrated_profile}")
+    device = f"{conf.device} (profile {conf.profile})" if conf is not None else "n/a (profile n/a)"
+    data = ReportData(f"autodistill run: {ctx.cfg.run.name}", objective.cost_model.profile.name, device, tuple(rows),
+                      points, hv, dict(conf.summary) if conf is not None else {}, tuple(notes))
+    return write_report(data, ctx.folder.path)
