@@ -82,6 +82,27 @@ def test_resume_refuses_other_settings_and_concurrent_runs(tmp_path, space, pool
                        searcher=RandomSearch(pool, 0), pool=pool)
 
 
+def test_resume_refuses_another_profile_of_the_same_name(tmp_path, space, pool):
+    import dataclasses
+
+    run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=2,
+               searcher=RandomSearch(pool, 0), pool=pool)
+    # another tpu_v4i.toml on the profile path: same name, other terms, other latencies
+    other = dataclasses.replace(pool, latency_s=pool.latency_s * 5.0)
+    with pytest.raises(SearchError, match=r"different latency_digest .*profile's terms \(another file of the same"):
+        run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=3,
+                   searcher=RandomSearch(other, 0), pool=other)
+    # a store written before latencies were pinned resumes, and is pinned from then on
+    with TrialStore(tmp_path / "a") as st:
+        meta = st.get_meta("pinned")
+        del meta["latency_digest"]
+        st.set_meta({"pinned": meta})
+    run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=3,
+               searcher=RandomSearch(pool, 0), pool=pool)
+    with TrialStore(tmp_path / "a", create=False, readonly=True) as st:
+        assert st.get_meta("pinned")["latency_digest"] and st.n_finished == 3
+
+
 def test_parallel_workers_and_nsga2(tmp_path, space, pool):
     ev = SyntheticEvaluator(seed=0, delay_s=0.01)
     s = run_search(space=space, evaluator=ev, store=tmp_path / "w", budget=24, searcher=NSGA2(pool, 0, population=6),
@@ -216,6 +237,52 @@ def test_cli_errors(tmp_path):
     args = p.parse_args(["trials", str(tmp_path / "missing")])
     with pytest.raises(SearchError, match="no trial store"):
         args.func(args)
+
+
+# ------------------------------------------------------------------ load_evaluator
+_FACTORIES = '''
+from autodistill.search.evaluators import SyntheticEvaluator
+
+
+def make():
+    return SyntheticEvaluator(noise_sd=0.0, seed=42)
+
+
+def not_an_evaluator():
+    return 3
+'''
+
+
+def test_load_evaluator_reads_synthetic_and_factory_specs(tmp_path, monkeypatch):
+    from autodistill.search.evaluators import load_evaluator
+
+    assert load_evaluator("synthetic", noise_sd=0.01, seed=7) == SyntheticEvaluator(noise_sd=0.01, seed=7)
+    assert load_evaluator("synthetic") == SyntheticEvaluator(noise_sd=0.003, seed=0)
+    (tmp_path / "autodistill_test_factories.py").write_text(_FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # a factory is called with no arguments: noise_sd and seed are the synthetic evaluator's only
+    assert load_evaluator("autodistill_test_factories:make", noise_sd=0.5, seed=1) == SyntheticEvaluator(0.0, 42)
+
+
+@pytest.mark.parametrize("spec,phrase", [
+    ("nomodule", "evaluator 'nomodule': expected 'synthetic' or package.module:factory"),
+    (":make", "evaluator ':make': expected 'synthetic' or package.module:factory"),
+    ("autodistill_test_factories:", "expected 'synthetic' or package.module:factory"),
+    ("autodistill_no_such_module:make", "evaluator 'autodistill_no_such_module:make': cannot load it (No module"),
+    ("autodistill_test_factories:missing", "'autodistill_test_factories:missing': cannot load it ("),
+    ("autodistill_test_factories:not_an_evaluator",
+     "'autodistill_test_factories:not_an_evaluator' returned int, which has no evaluate(arch, trial_id) method"),
+])
+def test_load_evaluator_names_a_bad_spec(tmp_path, monkeypatch, spec, phrase):
+    from autodistill.search.evaluators import load_evaluator
+
+    (tmp_path / "autodistill_test_factories.py").write_text(_FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as e:
+        load_evaluator(spec)
+    assert phrase in str(e.value)
+    with pytest.raises(ConfigError, match="^--evaluator "):  # the CLI names its flag
+        load_evaluator(spec, what="--evaluator")
 
 
 @pytest.mark.parametrize("argv,phrase", [

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from autodistill.errors import SearchError, TrialFailed
 from autodistill.search.evaluators import Evaluator
 from autodistill.search.store import TrialStore, resolve_store_path
@@ -92,16 +94,34 @@ def _store_lock(db_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _latency_digest(pool: CandidatePool) -> str | None:
+    """A digest of the pool's known latencies (12 significant digits): it changes with the profile's
+    terms (another file of the same name), the serving mix, its statistic and the cost model itself."""
+    if pool.latency_s is None:
+        return None
+    import hashlib
+
+    lat = np.asarray(pool.latency_s, dtype=np.float64)
+    text = ",".join(f"{v:.12g}" for v in lat)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
 def _pinned_meta(space: SearchSpace, pool: CandidatePool, searcher: Any) -> dict[str, Any]:
     cfg = getattr(searcher, "config", None)
     return {
         "space": space.to_dict(),
         "profile": pool.profile,
         "workload": {"batch": pool.batch, "seq": pool.seq, "dtype": pool.dtype},
+        "latency_digest": _latency_digest(pool),
         "searcher": getattr(searcher, "name", type(searcher).__name__),
         "seed": getattr(searcher, "seed", None),
         "engine_config": cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else None,
     }
+
+
+#: What a differing pinned key means, for the refusal message.
+_PINNED_WHY = {"latency_digest": "the candidates' latencies differ: the profile's terms (another file of the same "
+                                  "name?), the serving mix or the cost model changed"}
 
 
 def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | TrialStore, budget: int,
@@ -151,18 +171,23 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
     old = st.meta()
     resumed = "pinned" in old
     if resumed:
-        diff = sorted(k for k in pinned if old["pinned"].get(k) != _roundtrip(pinned[k]))
+        # keys a store written by an older autodistill lacks are added, not compared
+        diff = sorted(k for k in pinned if k in old["pinned"] and old["pinned"][k] != _roundtrip(pinned[k]))
         if diff:
             details = []
             for k in diff:
                 was, now = old["pinned"].get(k), _roundtrip(pinned[k])
-                if isinstance(was, dict) and isinstance(now, dict):
+                if k in _PINNED_WHY:
+                    details.append(_PINNED_WHY[k])
+                elif isinstance(was, dict) and isinstance(now, dict):
                     details += [f"{k}.{kk}: stored {was.get(kk)!r}, now {now.get(kk)!r}"
                                 for kk in sorted(set(was) | set(now)) if was.get(kk) != now.get(kk)]
                 else:
                     details.append(f"{k}: stored {was!r}, now {now!r}")
             raise SearchError(f"store {st.db_path} was created with different {', '.join(diff)} "
                               f"({'; '.join(details)[:600]}); resume with the same arguments or use a new --store")
+        if set(pinned) - set(old["pinned"]):
+            st.set_meta({"pinned": {**old["pinned"], **_roundtrip(pinned)}})
         if old.get("cost_model_version") != cm_version:
             logger.warning("store %s was started with cost model %s; this is %s (each trial records its own)",
                            st.db_path, old.get("cost_model_version"), cm_version)
