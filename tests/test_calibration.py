@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -454,6 +455,65 @@ def test_cli_add_to_fits_both_tables(base, tmp_path, capsys) -> None:
                  "--add-to", str(old), "--time", "wall", "--json"]) == 0
     fit = json.loads(capsys.readouterr().out)["fit"]
     assert fit["n_train_students"] + fit["n_test_students"] == 30
+
+
+def test_calibrate_from_measurements_fits_a_saved_table_and_an_earlier_one(base, tmp_path) -> None:
+    from autodistill.calibration import calibrate_from_measurements
+
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    _synthetic_table(base, n_students=20, noise=0.01, seed=2).to_csv(old, index=False)
+    _synthetic_table(base, n_students=10, noise=0.01, seed=5).to_csv(new, index=False)
+    rep = calibrate_from_measurements(new, base, name="refit", device="cpu", time="wall")
+    assert rep.profile.name == "refit" and rep.profile.calibration.fitted and rep.fit["time_col"] == "median_s"
+    assert rep.fit["n_train_students"] + rep.fit["n_test_students"] == 10
+    assert rep.profile.description.startswith("this machine's CPU (")
+    both = calibrate_from_measurements(new, base, name="both", device="gpu", time="wall", add_to=old,
+                                       roofline="sum")
+    assert both.fit["n_train_students"] + both.fit["n_test_students"] == 30 and both.profile.roofline == "sum"
+    assert both.profile.description.startswith("this machine's GPU")
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"device": "cpu"}, "the measurement table has no 'min_s' column; use --time wall"),  # cpu fits min_s
+    ({"device": "quantum", "time": "wall"}, "unknown device 'quantum'; valid choices: cpu, gpu, tpu"),
+    ({"device": "cpu", "time": "fastest"}, "unknown time 'fastest'; valid choices: corrected, min, wall"),
+    ({"device": "cpu", "time": "wall", "dtype": "int4"}, "dtype 'int4' has no peak in profile 'cpu_generic'"),
+    ({"device": "cpu", "time": "wall", "roofline": "mean"}, "unknown roofline 'mean'"),
+])
+def test_calibrate_from_measurements_names_a_bad_value(base, tmp_path, kw, match) -> None:
+    from autodistill.calibration import calibrate_from_measurements
+
+    table = tmp_path / "m.csv"
+    _synthetic_table(base, n_students=6, noise=0.01, seed=2).to_csv(table, index=False)
+    with pytest.raises(CalibrationError, match=re.escape(match)):
+        calibrate_from_measurements(table, base, name="x", **kw)
+
+
+def test_calibrate_device_measures_saves_then_fits_and_extends(base, tmp_path, capsys) -> None:
+    from autodistill.calibration import calibrate_device
+    from autodistill.measure import load_measurements
+    from autodistill.measure.plan import MeasurePlan
+
+    plan = MeasurePlan(device="cpu", suite="tiny", students=0, budget_s=0.02, quiet_threshold=-1.0, cores=0,
+                       passes=1)  # cores=0: never pin the test process
+    with pytest.raises(CalibrationError, match="dtype 'bf16' has no peak in profile 'cpu_generic'"):
+        calibrate_device(dataclasses.replace(plan, dtype="bf16"), base, name="x", measurements=tmp_path / "x.csv")
+    assert not (tmp_path / "x.csv").exists()  # refused before measuring
+    first = tmp_path / "first.csv"
+    rep = calibrate_device(plan, base, name="tiny", measurements=first)
+    assert capsys.readouterr().err.splitlines()[-1] == f"wrote 9 measurements to {first}"
+    table = load_measurements(first)
+    assert len(table) == 9 and (table["median_s"] > 0).all()
+    assert rep.profile.name == "tiny" and rep.profile.calibration.fitted and rep.fit["time_col"] == "min_s"
+    # extending: the earlier rows first, then what was measured now (cut short by max_measure_s)
+    second = tmp_path / "second.csv"
+    rep2 = calibrate_device(dataclasses.replace(plan, max_measure_s=0.001, seed=1), base, name="more",
+                            measurements=second, add_to=first, time="corrected")
+    both = load_measurements(second)
+    assert 9 < len(both) < 18 and rep2.fit["time_col"] == "corrected_median_s"
+    assert capsys.readouterr().err.splitlines()[-1] == (f"wrote {len(both)} measurements to {second} "
+                                                        f"(9 of them from {first})")
+    pd.testing.assert_series_equal(both["median_s"].iloc[:9], table["median_s"])
 
 
 def test_an_interrupted_extension_keeps_the_earlier_table(tmp_path, monkeypatch) -> None:

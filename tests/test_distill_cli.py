@@ -81,3 +81,31 @@ def test_a_bad_student_exits_2_before_the_teacher_loads(setup, capsys, student, 
         err = capsys.readouterr().err
         assert match in err and "missing" not in err  # the student is named, not the (also bad) teacher
     assert not (root / "never").exists()
+
+
+def test_prepare_distillation_fits_the_head_once_and_builds_the_data(setup, monkeypatch) -> None:
+    from autodistill.distill.data import DataConfig
+    from autodistill.distill.setup import DistillSetup, prepare_distillation
+    from autodistill.distill.teacher import HeadFitConfig, load_teacher
+    from autodistill.errors import DistillError
+
+    root, teacher, corpus, held = setup
+    cache = root / "setup-cache"
+    kw = dict(corpus=[corpus], heldout=[held], data=DataConfig(seq_len=32, max_heldout_sequences=8),
+              head=HeadFitConfig(steps=3))
+    first = prepare_distillation(teacher, cache_dir=cache, **kw)
+    assert isinstance(first, DistillSetup) and first.cache_dir == cache
+    assert not load_teacher(teacher).has_mlm_head and first.teacher.head_source == "fitted"
+    assert first.data.seq_len == 32 and first.data.description == "corpus" and 1 <= len(first.data.heldout) <= 8
+    heads = list((cache / "mlm_heads").glob("*.safetensors"))
+    assert len(heads) == 1 and first.teacher.head_info["steps"] == 3
+    written = heads[0].stat().st_mtime_ns
+    # no cache_dir: $AUTODISTILL_CACHE (here the same folder), where the fitted head is read, not refitted
+    monkeypatch.setenv("AUTODISTILL_CACHE", str(cache))
+    again = prepare_distillation(teacher, **kw)
+    assert again.cache_dir == cache and again.teacher.fingerprint == first.teacher.fingerprint
+    assert again.data.fingerprint == first.data.fingerprint
+    assert list((cache / "mlm_heads").glob("*.safetensors")) == heads and heads[0].stat().st_mtime_ns == written
+    with pytest.raises(DistillError, match="does not exist") as e:
+        prepare_distillation(root / "missing", cache_dir=cache, **kw)
+    assert str(root / "missing") in str(e.value)

@@ -26,8 +26,10 @@ overhead to a table of measurements (`autodistill.measure`):
    Spearman and Kendall rank correlation, against the spec-only profile and the
    measurement noise floor, and the same numbers for the roofline mode not kept.
 
-`recalibrate(profile, measurements)` is the one call for refitting a profile
-from new measurements (for instance on-device confirmations of a few students).
+`calibrate_device(plan, base, ...)` measures a device (`autodistill.measure.plan.MeasurePlan`),
+saves the table and fits it; `calibrate_from_measurements(table, base, ...)` refits a saved table.
+Both can extend an earlier table (``add_to``). `recalibrate(profile, measurements)` is the one call
+for refitting a profile from new measurements (for instance on-device confirmations of a few students).
 """
 from __future__ import annotations
 
@@ -36,9 +38,10 @@ import json
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -52,6 +55,11 @@ from autodistill.hardware import (
 from autodistill.measure.cases import BASE_KINDS, FIT_KINDS, case_kind  # the case kinds (imports numpy only)
 from autodistill.measure.table import merge_measurements, row_params  # re-exported: tables of two calibrations as one
 from autodistill.oprows import OpRow  # the fitting row (re-exported)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from autodistill.measure.plan import MeasurePlan
 
 logger = logging.getLogger(__name__)
 
@@ -806,6 +814,67 @@ def _flops_check(stud: "pd.DataFrame", profile: HardwareProfile, dtype: str) -> 
     return out
 
 
+# ======================================================================================= calibrating a device
+def calibrate_device(plan: MeasurePlan, base: HardwareProfile, *, name: str,
+                     measurements: str | os.PathLike[str], add_to: str | os.PathLike[str] | None = None,
+                     time: str | None = None, measure_base: bool = True, roofline: str = "auto") -> CalibrationReport:
+    """Measure ``plan`` on its device, save the table to ``measurements`` and fit ``base``'s terms to it.
+
+    With ``add_to`` (an earlier measurement table, e.g. the profile's own), its rows are fitted too and
+    the table saved (and checkpointed while measuring) holds both, the earlier rows first with their
+    train/test split (`merge_measurements`). The table is saved before the fit, so a failed fit keeps it;
+    a line on stderr says where. The fit is `calibrate` with the plan's dtype, seed and test fraction,
+    ``time`` (a key of `autodistill.measure.table.TIME_CHOICES`, the ``--time`` choice; None: the device's
+    `TIME_COLUMN`), ``measure_base`` and ``roofline``; the profile is named ``name``."""
+    from autodistill.measure.plan import measure_device
+    from autodistill.measure.table import load_measurements, save_measurements
+
+    _check_dtype(base, plan.dtype)
+    earlier = load_measurements(add_to) if add_to is not None else None
+    path = Path(measurements)
+    df = measure_device(plan, checkpoint=path, earlier=earlier)
+    save_measurements(df, path)
+    print(f"wrote {len(df)} measurements to {path}"
+          + (f" ({len(earlier)} of them from {add_to})" if earlier is not None else ""), file=sys.stderr)
+    return _fit_table(df, base, name=name, device=plan.device, dtype=plan.dtype, seed=plan.seed,
+                      test_fraction=plan.test_fraction, time=time, measure_base=measure_base, roofline=roofline)
+
+
+def calibrate_from_measurements(table: str | os.PathLike[str], base: HardwareProfile, *, name: str, device: str,
+                                dtype: str = "fp32", seed: int = 0, test_fraction: float = 0.4,
+                                add_to: str | os.PathLike[str] | None = None, time: str | None = None,
+                                measure_base: bool = True, roofline: str = "auto") -> CalibrationReport:
+    """Fit ``base``'s terms to a saved measurement table of ``device`` (no measuring), as `calibrate_device`
+    fits a table it measured: ``add_to``'s rows first (`merge_measurements`), then `calibrate`."""
+    from autodistill.measure.table import load_measurements
+
+    _check_dtype(base, dtype)
+    earlier = load_measurements(add_to) if add_to is not None else None
+    df = load_measurements(table)
+    if earlier is not None:
+        df = merge_measurements(earlier, df)
+    return _fit_table(df, base, name=name, device=device, dtype=dtype, seed=seed, test_fraction=test_fraction,
+                      time=time, measure_base=measure_base, roofline=roofline)
+
+
+def _fit_table(df: pd.DataFrame, base: HardwareProfile, *, name: str, device: str, dtype: str, seed: int,
+               test_fraction: float, time: str | None, measure_base: bool, roofline: str) -> CalibrationReport:
+    """`calibrate` on the time column ``time`` names (None: the one ``device`` fits), described as measured
+    on ``device``."""
+    from autodistill.measure.cases import PLATFORMS
+    from autodistill.measure.table import TIME_CHOICES, TIME_COLUMN
+
+    if device not in PLATFORMS:
+        raise CalibrationError(choices_message("device", device, PLATFORMS))
+    if time is not None and time not in TIME_CHOICES:
+        raise CalibrationError(choices_message("time", time, TIME_CHOICES))
+    time_col = TIME_CHOICES[time] if time else TIME_COLUMN[device]
+    if time_col not in df.columns:
+        raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
+    return calibrate(df, base, name=name, dtype=dtype, seed=seed, test_fraction=test_fraction, time_col=time_col,
+                     measure_base=measure_base, roofline=roofline, description=describe_measurements(df, device))
+
+
 # ============================================================================================ recalibration
 def measurements_path(profile_path: str | os.PathLike[str]) -> Path:
     """Where `autodistill calibrate` writes a profile's measurement table: ``<stem>_measurements.csv`` beside it."""
@@ -873,5 +942,5 @@ def recalibrate(profile: HardwareProfile, measurements: Any, *, dtype: str | Non
 __all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES", "ROOFLINE_CHOICES", "accuracy",
            "assign_splits",
            "collapse_passes",
-           "base_rates", "calibrate", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
+           "base_rates", "calibrate", "calibrate_device", "calibrate_from_measurements", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
            "measurements_path", "merge_measurements", "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]

@@ -22,13 +22,12 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 from pathlib import Path
 
-from autodistill.calibration import describe_measurements, write_profile
+from autodistill.calibration import write_profile
 from autodistill.errors import CalibrationError
 from autodistill.measure.cases import PLATFORMS
-from autodistill.measure.plan import MeasurePlan, measure_device
+from autodistill.measure.plan import MeasurePlan
 from autodistill.measure.table import TIME_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from autodistill.calibration import calibrate, measurements_path, merge_measurements
+    from autodistill.calibration import calibrate_device, calibrate_from_measurements, measurements_path
     from autodistill.hardware import load_profile
 
     _check_args(args)
@@ -177,31 +176,20 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.dtype not in base.peak_flops_per_s:
         raise CalibrationError(f"--dtype {args.dtype!r} has no peak in profile {base.name!r}; "
                                f"valid: {', '.join(base.dtypes)}")
-    from autodistill.measure import TIME_COLUMN, load_measurements
-
-    earlier = load_measurements(args.add_to) if args.add_to is not None else None
+    name = Path(args.out).stem
     if args.from_measurements is not None:
-        df = load_measurements(args.from_measurements)
-        if earlier is not None:
-            df = merge_measurements(earlier, df)
+        rep = calibrate_from_measurements(args.from_measurements, base, name=name, device=args.device,
+                                          dtype=args.dtype, seed=args.seed, test_fraction=args.test_fraction,
+                                          add_to=args.add_to, time=args.time, measure_base=not args.no_measure_base,
+                                          roofline=args.roofline)
     else:
-        from autodistill.measure import JAX_DTYPES, save_measurements
+        from autodistill.measure import JAX_DTYPES
 
         if args.dtype not in JAX_DTYPES:
             raise CalibrationError(f"--dtype {args.dtype!r} cannot be measured; valid: {', '.join(JAX_DTYPES)}")
-        path = Path(args.measurements) if args.measurements else measurements_path(args.out)
-        df = measure_device(plan_of(args), checkpoint=path, earlier=earlier)
-        save_measurements(df, path)
-        print(f"wrote {len(df)} measurements to {path}"
-              + (f" ({len(earlier)} of them from {args.add_to})" if earlier is not None else ""), file=sys.stderr)
-    name = Path(args.out).stem
-    time_col = TIME_CHOICES[args.time] if args.time else TIME_COLUMN[args.device]
-    if time_col not in df.columns:
-        raise CalibrationError(f"the measurement table has no {time_col!r} column; use --time wall")
-    rep = calibrate(df, base, name=name, dtype=args.dtype, seed=args.seed, test_fraction=args.test_fraction,
-                    time_col=time_col,
-                    measure_base=not args.no_measure_base, roofline=args.roofline,
-                    description=describe_measurements(df, args.device))
+        rep = calibrate_device(plan_of(args), base, name=name,
+                               measurements=args.measurements or measurements_path(args.out), add_to=args.add_to,
+                               time=args.time, measure_base=not args.no_measure_base, roofline=args.roofline)
     write_profile(rep, args.out)
     if args.json:
         print(json.dumps(rep.summary(), indent=2, default=float))

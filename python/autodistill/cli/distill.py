@@ -21,9 +21,13 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autodistill.arch import resolve
 from autodistill.errors import DistillError
+
+if TYPE_CHECKING:
+    from autodistill.distill.setup import DistillSetup
 
 logger = logging.getLogger(__name__)
 
@@ -97,20 +101,17 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------- commands
-def _prepare(args: argparse.Namespace):
-    from autodistill.distill.data import DataConfig, build_data, default_corpus, read_corpus
-    from autodistill.distill.teacher import HeadFitConfig, default_cache_dir, ensure_mlm_head, load_teacher
+def _prepare(args: argparse.Namespace) -> DistillSetup:
+    """The `prepare_distillation` the data flags (`_data_args`) describe."""
+    from autodistill.distill.data import DataConfig
+    from autodistill.distill.setup import prepare_distillation
+    from autodistill.distill.teacher import HeadFitConfig
 
-    teacher = load_teacher(args.teacher)
-    corpus = read_corpus(args.corpus) if args.corpus else default_corpus()
-    heldout = read_corpus(args.heldout) if args.heldout else None
-    cfg = DataConfig(seq_len=args.seq_len, nsp=args.nsp, max_heldout_sequences=args.heldout_sequences,
-                     max_train_sequences=args.max_train_sequences)
-    data = build_data(teacher.tokenizer(), corpus, cfg, heldout=heldout,
-                      description="corpus" if args.corpus else "embedded corpus")
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    teacher = ensure_mlm_head(teacher, data, HeadFitConfig(steps=args.head_steps), cache_dir=cache_dir)
-    return teacher, data, cache_dir
+    return prepare_distillation(args.teacher, corpus=args.corpus, heldout=args.heldout,
+                                data=DataConfig(seq_len=args.seq_len, nsp=args.nsp,
+                                                max_heldout_sequences=args.heldout_sequences,
+                                                max_train_sequences=args.max_train_sequences),
+                                head=HeadFitConfig(steps=args.head_steps), cache_dir=args.cache_dir)
 
 
 def _flash(args: argparse.Namespace) -> int:
@@ -118,7 +119,8 @@ def _flash(args: argparse.Namespace) -> int:
     from autodistill.distill.teacher import TeacherCache, evaluate_mlm
 
     specs = [resolve(s) for s in args.student]  # a bad spec is refused before the teacher loads
-    teacher, data, cache_dir = _prepare(args)
+    prepared = _prepare(args)
+    teacher, data = prepared.teacher, prepared.data
     students = [resolve(a, teacher.arch.vocab_size) for a in specs]
     cfg = FlashConfig(kt_steps=args.kt_steps, pd_steps=args.pd_steps, batch_size=args.batch_size, kt_lr=args.kt_lr,
                       pd_lr=args.pd_lr, seed=args.seed, fast_compile=args.fast_compile)
@@ -126,7 +128,8 @@ def _flash(args: argparse.Namespace) -> int:
     cache = None
     if not args.no_cache:
         cache = TeacherCache.build(teacher, data, num_batches=cfg.total_steps, batch_size=cfg.batch_size,
-                                   seed=cfg.seed, hidden_batches=cfg.kt_steps, topk=cfg.topk, cache_dir=cache_dir)
+                                   seed=cfg.seed, hidden_batches=cfg.kt_steps, topk=cfg.topk,
+                                   cache_dir=prepared.cache_dir)
     results = [flash_distill(a, teacher, data, cfg, cache=cache) for a in students]
     if args.json:
         print(json.dumps({"teacher": teacher.name, "teacher_mlm_accuracy": teacher_acc["mlm_accuracy"],
@@ -151,7 +154,8 @@ def _full(args: argparse.Namespace) -> int:
     from autodistill.distill.full import FullConfig, full_distill, load_checkpoint
 
     spec = resolve(args.student)  # a bad spec is refused before the teacher loads
-    teacher, data, _ = _prepare(args)
+    prepared = _prepare(args)
+    teacher, data = prepared.teacher, prepared.data
     arch = resolve(spec, teacher.arch.vocab_size)
     cfg = FullConfig(kt_steps=args.kt_steps, pd_steps=args.pd_steps, batch_size=args.batch_size,
                      optimizer=args.optimizer, schedule=args.schedule, kt_lr=args.kt_lr, pd_lr=args.pd_lr,

@@ -10,7 +10,6 @@ is named as ``package.module:factory`` (called with no arguments, returning an `
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import math
 from typing import Any, Sequence
@@ -66,26 +65,8 @@ def register(subparsers: Any) -> None:
     t.set_defaults(func=cmd_trials)
 
 
-def _evaluator(args: argparse.Namespace) -> Any:
-    from autodistill.search.evaluators import Evaluator, SyntheticEvaluator
-
-    if args.evaluator == "synthetic":
-        return SyntheticEvaluator(noise_sd=args.noise_sd, seed=args.seed)
-    mod, sep, name = args.evaluator.partition(":")
-    if not sep or not mod or not name:
-        raise ConfigError(f"--evaluator {args.evaluator!r}: expected 'synthetic' or package.module:factory")
-    try:
-        factory = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"--evaluator {args.evaluator!r}: cannot load it ({e})") from None
-    ev = factory()
-    if not isinstance(ev, Evaluator):
-        raise ConfigError(f"--evaluator {args.evaluator!r} returned {type(ev).__name__}, which has no "
-                          f"evaluate(arch, trial_id) method")
-    return ev
-
-
 def cmd_search(args: argparse.Namespace) -> int:
+    from autodistill.search.evaluators import load_evaluator
     from autodistill.search.runner import make_searcher, run_search
     from autodistill.space import build_pool, load_space
 
@@ -110,7 +91,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                            ref_accuracy=args.ref_accuracy, ref_latency_s=args.ref_latency_s,
                            target_latency_s=args.target_latency_s)
     searcher = make_searcher(args.searcher, pool, cfg, seed=args.seed)
-    summary = run_search(space=space, evaluator=_evaluator(args), store=args.store, budget=args.budget,
+    evaluator = load_evaluator(args.evaluator, noise_sd=args.noise_sd, seed=args.seed, what="--evaluator")
+    summary = run_search(space=space, evaluator=evaluator, store=args.store, budget=args.budget,
                          profile=profile, searcher=searcher, pool=pool, batch_size=args.batch_size,
                          workers=args.workers, progress=not args.no_progress)
     print(f"{'resumed' if summary.resumed else 'new'} search: {summary.n_completed} completed, {summary.n_failed} "

@@ -18,6 +18,8 @@ Modules (each imported on first use; importing this package imports nothing heav
 * `autodistill.distill.export`: export to a ``transformers`` folder and check the
   PyTorch logits against the Flax ones.
 * `autodistill.distill.evaluator`: `FlashDistillEvaluator`, the search's evaluator.
+* `autodistill.distill.setup`: `prepare_distillation`, the teacher (with an MLM head) and data
+  every ``autodistill distill`` command starts from, in one call.
 
 Typical use::
 
@@ -43,6 +45,7 @@ _LAZY = {
     "FullConfig": "full", "FullResult": "full", "full_distill": "full",
     "export_student": "export", "verify_export": "export",
     "FlashDistillEvaluator": "evaluator",
+    "DistillSetup": "setup", "prepare_distillation": "setup",
 }
 
 __all__ = sorted(_LAZY)

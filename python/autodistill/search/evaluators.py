@@ -11,10 +11,12 @@ depth, attention width and FFN capacity, with penalties for badly shaped heads a
 a small ripple), so that its Pareto front against the real cost model is known exactly by
 enumerating the pool. `SyntheticEvaluator` adds seeded Gaussian noise and optional failures, both
 a deterministic function of (seed, architecture) so that reruns and resumed runs agree.
+`load_evaluator` reads an evaluator spec: ``"synthetic"`` or ``package.module:factory``.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import math
 import time
@@ -29,7 +31,7 @@ from autodistill.search.types import TrialResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluator", "SyntheticEvaluator", "synthetic_accuracy"]
+__all__ = ["Evaluator", "SyntheticEvaluator", "load_evaluator", "synthetic_accuracy"]
 
 _COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
@@ -132,3 +134,26 @@ class SyntheticEvaluator:
         if self.latency_bias is not None:
             measured = float(self.latency_fn(arch)) * float(self.latency_bias)  # type: ignore[operator]
         return TrialResult(accuracy=acc, measured_latency_s=measured, metrics={"true_accuracy": self.true_accuracy(arch)})
+
+
+def load_evaluator(spec: str, *, noise_sd: float = 0.003, seed: int = 0, what: str = "evaluator") -> Evaluator:
+    """The evaluator ``spec`` names: ``"synthetic"`` (a `SyntheticEvaluator` with ``noise_sd`` and ``seed``)
+    or ``package.module:factory``, a callable taking no arguments and returning an `Evaluator`.
+
+    A malformed spec, a module or name that cannot be loaded, or a factory returning something without
+    ``evaluate(arch, trial_id)`` raises `ConfigError` naming ``spec``; ``what`` names it in the message
+    (the CLI passes its flag, ``--evaluator``)."""
+    if spec == "synthetic":
+        return SyntheticEvaluator(noise_sd=noise_sd, seed=seed)
+    mod, sep, name = spec.partition(":")
+    if not sep or not mod or not name:
+        raise ConfigError(f"{what} {spec!r}: expected 'synthetic' or package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{what} {spec!r}: cannot load it ({e})") from None
+    ev = factory()
+    if not isinstance(ev, Evaluator):
+        raise ConfigError(f"{what} {spec!r} returned {type(ev).__name__}, which has no "
+                          f"evaluate(arch, trial_id) method")
+    return ev
