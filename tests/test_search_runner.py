@@ -41,10 +41,11 @@ def test_budget_failures_and_nans_are_recorded(tmp_path, space, pool):
     ev = SyntheticEvaluator(seed=1, failure_rate=0.2, nan_rate=0.1)
     s = run_search(space=space, evaluator=ev, store=tmp_path / "r", budget=30, searcher=RandomSearch(pool, 0),
                    pool=pool)
-    assert s.n_completed + s.n_failed == 30 and s.n_failed > 0 and not s.resumed
+    # the budget counts completed trials: failures are recorded beside them, not in their place
+    assert s.n_completed == 30 and s.n_failed > 0 and not s.resumed
     with TrialStore(tmp_path / "r") as st:
         trials = st.trials()
-        assert [t.trial_id for t in trials] == list(range(1, 31))
+        assert [t.trial_id for t in trials] == list(range(1, 31 + s.n_failed))
         errs = [t.error for t in trials if t.status == "failed"]
         assert any("TrialFailed" in e for e in errs) and any("non-finite" in e for e in errs)
         assert all(t.cost_model_version for t in trials)
@@ -57,9 +58,31 @@ def test_budget_failures_and_nans_are_recorded(tmp_path, space, pool):
             return TrialResult(0.5)
     s2 = run_search(space=space, evaluator=Broken(), store=tmp_path / "r", budget=34, searcher=RandomSearch(pool, 0),
                     pool=pool)
-    assert s2.resumed and s2.n_evaluated_now == 4 and s2.n_completed + s2.n_failed == 34
+    assert s2.resumed and s2.n_completed == 34 and s2.n_evaluated_now == 4 + (s2.n_failed - s.n_failed)
     with TrialStore(tmp_path / "r") as st:
-        assert "ValueError: worker lost" in st.get(31).error
+        odd = [t for t in st.trials() if t.trial_id > 30 + s.n_failed and t.trial_id % 2]
+        assert odd and all("ValueError: worker lost" in t.error for t in odd)
+
+
+def test_a_fixed_rerun_after_failures_gets_its_whole_budget(tmp_path, space, pool):
+    # the evaluator breaks: the search stops after 5 failures in a row with 3 trials completed ...
+    class Flaky:
+        def __init__(self, broken_after):
+            self.n, self.broken_after = 0, broken_after
+
+        def evaluate(self, arch, trial_id):
+            self.n += 1
+            if self.n > self.broken_after:
+                raise ValueError("CUDA error")
+            return TrialResult(0.5)
+
+    with pytest.raises(SearchError, match="5 trials in a row failed"):
+        run_search(space=space, evaluator=Flaky(3), store=tmp_path / "s", budget=10, searcher=RandomSearch(pool, 0),
+                   pool=pool, max_consecutive_failures=5)
+    # ... and the rerun with the evaluator fixed ends with all 10 completed; the 5 failures stay on record
+    s = run_search(space=space, evaluator=Flaky(100), store=tmp_path / "s", budget=10, searcher=RandomSearch(pool, 0),
+                   pool=pool, max_consecutive_failures=5)
+    assert (s.n_completed, s.n_failed) == (10, 5)
 
 
 def test_consecutive_failures_stop_the_search(tmp_path, space, pool):
@@ -189,9 +212,9 @@ def test_sigkill_mid_run_loses_no_completed_trial(tmp_path, private_kernel_dir):
         counts = st.counts()
     for tid, t in before.items():
         assert after[tid].status == t.status and after[tid].accuracy == t.accuracy and after[tid].arch == t.arch
-    assert counts["completed"] + counts["failed"] == budget
+    assert counts["completed"] == budget  # failed trials do not use up the budget
     assert counts["pending"] == counts["running"] == 0
-    assert sorted(after) == list(range(1, budget + 1))
+    assert sorted(after) == list(range(1, budget + counts["failed"] + 1))
 
 
 def test_make_searcher_names():

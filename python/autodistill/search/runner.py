@@ -135,7 +135,9 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
         space: the search space; ``profile`` (default ``space.objective.profile``) sets the latency objective.
         evaluator: scores architectures (`autodistill.search.evaluators.Evaluator`).
         store: run folder, ``.sqlite`` path or an open `TrialStore`.
-        budget: total finished trials wanted (completed + failed), counting earlier runs.
+        budget: completed trials wanted, counting earlier runs; failed trials do not use it up (a search
+            stops with `SearchError` after ``max_consecutive_failures`` failures in a row, and so never
+            ends without a completed trial).
         searcher: an ask/tell searcher over ``pool`` (default: `SearchEngine` with default settings).
         pool: the candidate pool (default: `build_pool(space, profile)`).
         batch_size: proposals per step (q); ``workers`` evaluate them concurrently.
@@ -205,21 +207,24 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
     leftover = [t for t in existing if not t.finished]
     if leftover:
         logger.info("resuming: %d trial(s) left pending/running by an earlier run", len(leftover))
-    finished = sum(1 for t in existing if t.finished)
+    # The budget counts completed trials: a failed one (a crashed worker, a NaN loss) does not use it up,
+    # so a fixed rerun after failures still gets the trials it asked for. Failures are bounded by
+    # ``max_consecutive_failures`` in a row, which stops the search with an error.
+    completed = sum(1 for t in existing if t.ok)
     n_now, suggest_total, consecutive = 0, 0.0, 0
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=budget, initial=min(finished, budget), desc=f"search {space.name}", unit="trial")
+        bar = tqdm(total=budget, initial=min(completed, budget), desc=f"search {space.name}", unit="trial")
     try:
-        while finished < budget:
+        while completed < budget:
             if leftover:
                 batch_ids = [t.trial_id for t in leftover[:batch_size]]
                 archs = {t.trial_id: t.arch for t in leftover[:batch_size]}
                 leftover = leftover[batch_size:]
             else:
-                k = min(batch_size, budget - finished)
+                k = min(batch_size, budget - completed)
                 t0 = time.perf_counter()
                 sugg = searcher.suggest_detailed(k)
                 dt = time.perf_counter() - t0
@@ -250,12 +255,12 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                 done = [one(tid) for tid in batch_ids]
             for t in sorted(done, key=lambda t: t.trial_id):
                 searcher.observe(t)
-                finished += 1
+                completed += t.ok
                 n_now += 1
                 consecutive = consecutive + 1 if not t.ok else 0
                 if on_trial is not None:
                     on_trial(t)
-                if bar is not None:
+                if bar is not None and t.ok:
                     bar.update(1)
                     if t.ok:
                         bar.set_postfix(acc=f"{t.accuracy:.4f}", lat_ms=f"{(t.latency_s or math.nan) * 1e3:.3f}")
