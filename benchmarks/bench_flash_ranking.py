@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     from autodistill.distill.data import DataConfig, build_data, read_corpus
     from autodistill.distill.flash import FlashConfig, flash_distill, pd_learning_rate
     from autodistill.distill.teacher import (
-        HeadFitConfig, TeacherCache, default_cache_dir, ensure_mlm_head, evaluate_mlm, load_teacher,
+        HeadFitConfig,
+        TeacherCache,
+        default_cache_dir,
+        ensure_mlm_head,
+        evaluate_mlm,
+        load_teacher,
     )
 
     data_root = Path(args.data)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from autodistill import reference_arch
-from autodistill.calibration import accuracy, base_rates, fit_terms, predict, theta_of, PARAM_NAMES
+from autodistill.calibration import PARAM_NAMES, accuracy, base_rates, fit_terms, predict, theta_of
 from autodistill.costmodel import CostModel
 from autodistill.errors import AutodistillError
 from autodistill.hardware import load_profile
@@ -145,7 +145,6 @@ def device_profile(rows_by_kind, spec):
     for tile in TILES:
         prof = dataclasses.replace(spec, matrix_tile_m=tile[0], matrix_tile_n=tile[1], matrix_tile_k=tile[2])
         fit = fit_op_table(samples, prof, test_fraction=0.5, seed=SEED, source="bench_gpu_ops: all op kinds")
-        mm = [k for k in ("matmul", "bmm") if k in fit.by_kind]
         score = fit.train["mape"]
         if best is None or score < best[0]:
             best = (score, fit, tile)
@@ -225,4 +224,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except AutodistillError as e:
         print(f"bench_gpu_ops: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

@@ -122,6 +122,7 @@ class TPESearcher:
 
     def suggest_detailed(self, n: int):
         import optuna
+
         from autodistill.search.types import Suggestion
 
         out = []

@@ -98,9 +98,9 @@ def _profile(a: argparse.Namespace) -> int:
     import jax.numpy as jnp
     from jax.profiler import ProfileData
 
+    from autodistill.arch import resolve
     from autodistill.costmodel import CostModel
     from autodistill.hardware import load_profile
-    from autodistill.arch import resolve
     from autodistill.measure import _build_student, compile_fn
 
     arch = resolve(a.arch)

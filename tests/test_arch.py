@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from autodistill.arch import (FEATURE_NAMES, MOBILEBERT_SHAPED_BASELINE, StudentArch, reference_arch,
-                              reference_names, resolve)
+from autodistill.arch import (
+    FEATURE_NAMES,
+    MOBILEBERT_SHAPED_BASELINE,
+    StudentArch,
+    reference_arch,
+    reference_names,
+    resolve,
+)
 from autodistill.errors import ArchError
 
 from strategies import student_archs

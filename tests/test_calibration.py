@@ -32,9 +32,9 @@ from autodistill.calibration import (  # noqa: E402
     write_profile,
 )
 from autodistill.costmodel import CostModel  # noqa: E402
-from autodistill.measure.plan import MAX_STUDENT_GFLOPS, STUDENT_SHAPES  # noqa: E402
 from autodistill.errors import CalibrationError  # noqa: E402
 from autodistill.hardware import load_profile, save_profile  # noqa: E402
+from autodistill.measure.plan import MAX_STUDENT_GFLOPS, STUDENT_SHAPES  # noqa: E402
 
 #: Known terms the synthetic measurements come from (matmul, attention, vector, gather; then fixed).
 # per class (compute eff., memory eff., overhead s, half_rate_k), then the fixed overhead
@@ -335,8 +335,9 @@ def test_cli_refits_from_saved_measurements(base, tmp_path, capsys) -> None:
 
 def test_cli_measures_the_tiny_suite(tmp_path, capsys) -> None:
     out = tmp_path / "tiny.toml"
+    # --cores 0: never pin the test process
     rc = _run(["calibrate", "--device", "cpu", "--out", str(out), "--suite", "tiny", "--students", "0",
-               "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])  # never pin the test process
+               "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])
     assert rc == 0
     csv = tmp_path / "tiny_measurements.csv"
     df = pd.read_csv(csv)

@@ -24,7 +24,8 @@ def test_profiles_list_and_show(capsys) -> None:
 
 
 def test_estimate_table_and_json(capsys) -> None:
-    code, out, _ = run(capsys, "estimate", "--profile", "tpu_v4i", "--arch", "mobilebert", "--batch", "1", "--seq", "128")
+    code, out, _ = run(capsys, "estimate", "--profile", "tpu_v4i", "--arch", "mobilebert", "--batch", "1", "--seq",
+                       "128")
     assert code == 0
     assert "attention_scores" in out and "ffn_stacked_output" in out and "fixed_overhead" in out
     code, out, _ = run(capsys, "estimate", "--profile", "a100", "--arch", "bert-base", "--json", "--mlm-head")

@@ -3,20 +3,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import subprocess
-import time
 import sys
+import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from autodistill import costmodel_reference as ref
-from autodistill.arch import FEATURE_NAMES, StudentArch, reference_arch, reference_names
+from autodistill.arch import FEATURE_NAMES, reference_arch, reference_names
 from autodistill.costmodel import CostModel, features_of
 from autodistill.errors import CostModelError
 from autodistill.hardware import (
-    OP_CLASSES, RESIDUAL_CLASSES, RESIDUAL_LEN, RESIDUAL_MAX_LOG, ROOFLINES, Calibration, ClassTerms, list_profiles, load_profile,
+    OP_CLASSES,
+    RESIDUAL_CLASSES,
+    RESIDUAL_LEN,
+    RESIDUAL_MAX_LOG,
+    ROOFLINES,
+    Calibration,
+    ClassTerms,
+    load_profile,
 )
 
 from strategies import student_archs

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from autodistill.distill.data import (
-    SPECIAL_TOKENS, DataConfig, Document, WordPieceTokenizer, build_data, default_corpus, mask_sequences, read_corpus,
+    SPECIAL_TOKENS,
+    DataConfig,
+    Document,
+    WordPieceTokenizer,
+    build_data,
+    default_corpus,
+    mask_sequences,
+    read_corpus,
 )
 from autodistill.errors import DistillError
 

@@ -1,7 +1,6 @@
 """Flash distillation: layer map, losses, cached vs live teacher, NaN/divergence, evaluator, sharding."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from autodistill.distill.teacher import (
-    HeadFitConfig, TeacherCache, default_teacher_path, ensure_mlm_head, evaluate_mlm, fit_mlm_head, load_teacher,
+    HeadFitConfig,
+    TeacherCache,
+    default_teacher_path,
+    ensure_mlm_head,
+    evaluate_mlm,
+    fit_mlm_head,
+    load_teacher,
 )
 from autodistill.errors import DistillError
 

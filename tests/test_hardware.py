@@ -6,19 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from autodistill.arch import reference_arch
 from autodistill.errors import ProfileError
 from autodistill.hardware import (
     DTYPES,
+    OP_CLASSES,
     Calibration,
     ClassTerms,
-    OP_CLASSES,
     list_profiles,
     load_profile,
     profile_from_dict,
     save_profile,
 )
-
-from autodistill.arch import reference_arch
 
 REQUIRED = ("tpu_v4i", "tpu_v4", "tpu_v3", "a100", "h100", "cpu_generic")
 

@@ -99,13 +99,14 @@ def test_xla_cost_of_a_matmul_and_hlo_dot_parser() -> None:
       %p0 = f32[2,8,16]{2,1,0} parameter(0)
       %p1 = f32[2,16,4]{2,1,0} parameter(1)
       ROOT %d = f32[2,8,4]{2,1,0} dot(%p0, %p1), lhs_batch_dims={0}, lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={1}
-    }"""
+    }"""  # noqa: E501 - an HLO instruction is one line
     assert hlo_dot_flops(hlo) == 2 * 2 * 8 * 4 * 16
     assert hlo_dot_flops("ROOT %d = f32[2,2]{1,0} dot(%unknown, %x), lhs_contracting_dims={1}") != 0  # NaN
 
 
 @pytest.mark.parametrize("ca,want", [({"flops": 10.0}, 10.0), ({"flops": -1.0}, math.nan), ({}, math.nan),
-                                     (None, math.nan), ([{"flops": 3.0}, {"flops": -1}], 3.0), ({"flops": "x"}, math.nan)])
+                                     (None, math.nan), ([{"flops": 3.0}, {"flops": -1}], 3.0),
+                                     ({"flops": "x"}, math.nan)])
 def test_cost_analysis_guard(ca, want) -> None:
     got = _cost_value(ca, "flops")
     assert (math.isnan(got) and math.isnan(want)) or got == want

@@ -86,7 +86,8 @@ def _synthetic(profile, n, seed):
             out.append(OpSample(kind, "fp32", 1.0, batch=int(rng.integers(1, 64)) if kind == "bmm" else 1,
                                 m=m, n=nn, k=k))
         else:
-            out.append(OpSample(kind, "fp32", 1.0, rows=int(2 ** rng.uniform(8, 16)), width=int(2 ** rng.uniform(6, 13))))
+            out.append(OpSample(kind, "fp32", 1.0, rows=int(2 ** rng.uniform(8, 16)),
+                                width=int(2 ** rng.uniform(6, 13))))
     return out
 
 
@@ -192,8 +193,8 @@ def test_residual_kept_where_shapes_matter_and_round_trips(tmp_path):
     path = save_profile(with_res.profile, tmp_path / "p.toml")
     again = load_profile(str(path))
     assert again.calibration.residuals == with_res.profile.calibration.residuals
-    from autodistill.costmodel import CostModel
     from autodistill import reference_arch
+    from autodistill.costmodel import CostModel
     a = reference_arch("bert-base")
     assert CostModel(again, "fp32").latency_s(a, 2, 64) == pytest.approx(ref.latency_s(a, again, 2, 64, dtype="fp32"),
                                                                           rel=1e-9)

@@ -56,7 +56,15 @@ batch_size = 4
 steps = 4
 batch_size = 4
 top_k = 2
-baseline = {{ num_hidden_layers = 2, hidden_size = 32, embedding_size = 16, intra_bottleneck_size = 16, num_attention_heads = 2, intermediate_size = 16, num_feedforward_networks = 2, max_position_embeddings = 64 }}
+[full.baseline]
+num_hidden_layers = 2
+hidden_size = 32
+embedding_size = 16
+intra_bottleneck_size = 16
+num_attention_heads = 2
+intermediate_size = 16
+num_feedforward_networks = 2
+max_position_embeddings = 64
 [confirm]
 profile = "cpu_generic"
 seq = 32

@@ -1,7 +1,6 @@
 """Drift rescale: re-measured base rates rescale a calibrated profile; bad input is named."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pandas as pd

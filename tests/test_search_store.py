@@ -62,7 +62,7 @@ def test_meta_pareto_hypervolume_and_exports(tmp_path):
     names = ["mobilebert", "mobilebert-tiny", "tinybert-4", "bert-base"]
     lats = [5e-4, 3e-4, 1e-4, 6e-4]
     accs = [0.85, 0.80, 0.70, 0.84]  # bert-base is dominated by mobilebert
-    ids = st.add_proposals([sugg(n, l) for n, l in zip(names, lats)])
+    ids = st.add_proposals([sugg(n, lat) for n, lat in zip(names, lats)])
     for i, a in zip(ids, accs):
         st.complete(i, TrialResult(a))
     st.set_meta({"budget": 4, "nested": {"a": (1, 2)}})

@@ -8,8 +8,15 @@ from autodistill.arch import StudentArch, reference_arch
 from autodistill.costmodel import CostModel
 from autodistill.errors import ConfigError
 from autodistill.hardware import load_profile, save_profile
-from autodistill.verify import (Anchor, DriftCheck, anchor_students, confirm, match_reused, measure_items,
-                                measurement_table_of)
+from autodistill.verify import (
+    Anchor,
+    DriftCheck,
+    anchor_students,
+    confirm,
+    match_reused,
+    measure_items,
+    measurement_table_of,
+)
 
 TINY = StudentArch(family="bert", num_hidden_layers=1, hidden_size=32, embedding_size=32, num_attention_heads=2,
                    intermediate_size=64, num_feedforward_networks=1, use_bottleneck=False, intra_bottleneck_size=32,

@@ -7,10 +7,10 @@ import pytest
 
 from autodistill.arch import reference_arch
 from autodistill.cli import main
+from autodistill.cli.verify import parse_shape, run_students
 from autodistill.costmodel import CostModel
 from autodistill.errors import ConfigError
 from autodistill.hardware import load_profile
-from autodistill.cli.verify import parse_shape, run_students
 from autodistill.verify import item_time_column, profile_dtype
 
 from test_verify import TINY
@@ -33,7 +33,8 @@ def _run_folder(tmp_path):
     for name, status in (("t1", "ok"), ("t2", "failed"), ("base", "ok")):
         d = tmp_path / "run" / "students" / name
         d.mkdir(parents=True)
-        (d / "result.json").write_text(json.dumps({"name": name, "status": status, "finished": True, "arch": TINY.to_dict()}))
+        (d / "result.json").write_text(json.dumps({"name": name, "status": status, "finished": True,
+                                                   "arch": TINY.to_dict()}))
     return tmp_path / "run"
 
 
@@ -109,7 +110,8 @@ def test_reuse_rescores_saved_measurements_against_another_profile(tmp_path, cap
     ('{"shapes": [{"batch": 2, "seq": 32, "students": [{"arch": {}, "measured_latency_s": null}]}]}',
      "student 0 of the b2xs32 measurements is not a valid record"),
     ('{"shapes": [{"batch": 2, "seq": 32, "profile": "cpu_local", "drift": {"anchors": [{}]}, '
-     '"students": [{"arch": %s, "measured_latency_s": 0.001}]}]}' % json.dumps(reference_arch("tinybert-4").to_dict()),
+     '"students": [{"arch": ' + json.dumps(reference_arch("tinybert-4").to_dict())
+     + ', "measured_latency_s": 0.001}]}]}',
      "the b2xs32 drift check is not valid"),
 ])
 def test_reuse_of_a_file_that_is_not_a_verify_file_exits_2_naming_it(tmp_path, capsys, content, match) -> None:

@@ -18,10 +18,11 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -212,7 +213,7 @@ class StudentArch:
         return float(getattr(self, name))
 
     @classmethod
-    def from_features(cls, row: Any) -> "StudentArch":
+    def from_features(cls, row: Any) -> StudentArch:
         """Inverse of `features` (fields not in the row take their defaults)."""
         row = np.asarray(row, dtype=np.float64)
         if row.shape != (len(FEATURE_NAMES),):
@@ -238,14 +239,14 @@ class StudentArch:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StudentArch":
+    def from_dict(cls, d: Mapping[str, Any]) -> StudentArch:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ArchError(f"unknown StudentArch field(s) {sorted(unknown)}; valid fields: {sorted(known)}")
         return cls(**dict(d))
 
-    def replace(self, **changes: Any) -> "StudentArch":
+    def replace(self, **changes: Any) -> StudentArch:
         return dataclasses.replace(self, **changes)
 
     def hf_config_dict(self) -> dict[str, Any]:
@@ -270,7 +271,8 @@ class StudentArch:
 
     def short_name(self) -> str:
         if self.family == "bert":
-            return f"bert-L{self.num_hidden_layers}-H{self.hidden_size}-A{self.num_attention_heads}-I{self.intermediate_size}"
+            return (f"bert-L{self.num_hidden_layers}-H{self.hidden_size}-A{self.num_attention_heads}"
+                    f"-I{self.intermediate_size}")
         b = f"-B{self.intra_bottleneck_size}" if self.use_bottleneck else ""
         return (f"mobilebert-L{self.num_hidden_layers}-H{self.hidden_size}{b}-A{self.num_attention_heads}"
                 f"-I{self.intermediate_size}x{self.num_feedforward_networks}")

@@ -39,9 +39,10 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,8 +50,16 @@ from autodistill.arch import StudentArch
 from autodistill.errors import CalibrationError, choices_message
 from autodistill.fileio import atomic_write_text
 from autodistill.hardware import (
-    CLASS_TERMS, INTERVAL_LEVEL, MAX_HALF_RATE_K, OP_CLASSES, RESIDUAL_CLASSES, ROOFLINES, Calibration, ClassTerms,
-    ErrorBand, HardwareProfile,
+    CLASS_TERMS,
+    INTERVAL_LEVEL,
+    MAX_HALF_RATE_K,
+    OP_CLASSES,
+    RESIDUAL_CLASSES,
+    ROOFLINES,
+    Calibration,
+    ClassTerms,
+    ErrorBand,
+    HardwareProfile,
 )
 from autodistill.measure.cases import BASE_KINDS, FIT_KINDS, case_kind  # the case kinds (imports numpy only)
 from autodistill.measure.table import merge_measurements, row_params  # re-exported: tables of two calibrations as one
@@ -116,7 +125,7 @@ class OpMatrix:
     log_residual: np.ndarray | None = None  # (n_ops,) the profile's shape residual at each op
 
     @classmethod
-    def from_ops(cls, per_sample: Sequence[Sequence[OpRow]]) -> "OpMatrix":
+    def from_ops(cls, per_sample: Sequence[Sequence[OpRow]]) -> OpMatrix:
         rows = [(i, r) for i, ops in enumerate(per_sample) for r in ops]
         if not rows:
             raise CalibrationError("no ops to fit: every sample is empty")
@@ -124,13 +133,14 @@ class OpMatrix:
         def col(f: Any, dt: Any = np.float64) -> np.ndarray:
             return np.array([f(r) for _, r in rows], dtype=dt)
 
-        return cls(np.array([i for i, _ in rows], dtype=np.int64), col(lambda r: OP_CLASSES.index(r.op_class), np.int64),
-                   col(lambda r: r.count), col(lambda r: r.padded_flops), col(lambda r: r.vector_flops),
+        return cls(np.array([i for i, _ in rows], dtype=np.int64),
+                   col(lambda r: OP_CLASSES.index(r.op_class), np.int64), col(lambda r: r.count),
+                   col(lambda r: r.padded_flops), col(lambda r: r.vector_flops),
                    col(lambda r: r.weight_bytes), col(lambda r: r.act_bytes), col(lambda r: r.weights_onchip, bool),
                    col(lambda r: r.acts_onchip, bool), len(per_sample), *_ways([r for _, r in rows]),
                    col(lambda r: r.log_residual))
 
-    def subset(self, idx: Sequence[int]) -> "OpMatrix":
+    def subset(self, idx: Sequence[int]) -> OpMatrix:
         idx = np.asarray(idx, dtype=np.int64)
         remap = -np.ones(self.n_samples, dtype=np.int64)
         remap[idx] = np.arange(len(idx))
@@ -360,7 +370,7 @@ def accuracy(pred: Sequence[float], measured: Sequence[float]) -> dict[str, floa
     return out
 
 
-def noise_floor(df: "pd.DataFrame", time_col: str = "median_s") -> dict[str, float]:  # noqa: F821
+def noise_floor(df: pd.DataFrame, time_col: str = "median_s") -> dict[str, float]:
     """Spread of repeated measurements of the same case (rows sharing a ``name`` across ``repeat``s).
 
     ``mape_vs_mean``: mean |x - mean| / mean over every repeated measurement, the
@@ -389,9 +399,9 @@ def _check_dtype(base: HardwareProfile, dtype: str) -> None:
         raise CalibrationError(f"dtype {dtype!r} has no peak in profile {base.name!r}; valid: {', '.join(base.dtypes)}")
 
 
-def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str | None = None,  # noqa: F821
-                          description: str | None = None,
-                          time_col: str = "min_s", dtype: str | None = None) -> tuple[HardwareProfile, dict[str, float]]:
+def measured_base_profile(base: HardwareProfile, df: pd.DataFrame, name: str | None = None,
+                          description: str | None = None, time_col: str = "min_s",
+                          dtype: str | None = None) -> tuple[HardwareProfile, dict[str, float]]:
     """``base`` with peak FLOP/s, vector FLOP/s and DRAM / cache bandwidth replaced by the suite's measurements.
 
     The measured peak is ``dtype``'s (default: the base's default dtype); a calibrated
@@ -442,12 +452,12 @@ def measured_base_profile(base: HardwareProfile, df: "pd.DataFrame", name: str |
     return dataclasses.replace(base, calibration=None, path=None, **kw), got
 
 
-def table_ops(df: "pd.DataFrame", profile: HardwareProfile, dtype: str = "fp32") -> list[list[OpRow]]:  # noqa: F821
+def table_ops(df: pd.DataFrame, profile: HardwareProfile, dtype: str = "fp32") -> list[list[OpRow]]:
     """`case_ops` of every row of a measurement table."""
     return [case_ops(str(r["kind"]), row_params(r), profile, dtype) for _, r in df.iterrows()]
 
 
-def collapse_passes(df: "pd.DataFrame", time_col: str = "median_s") -> tuple["pd.DataFrame", dict[str, float]]:  # noqa: F821
+def collapse_passes(df: pd.DataFrame, time_col: str = "median_s") -> tuple[pd.DataFrame, dict[str, float]]:
     """One row per measured case (``case_id``, else name + repeat): the pass with the smallest ``time_col``.
 
     Interference from other processes only ever slows a call down, so of
@@ -468,7 +478,7 @@ def collapse_passes(df: "pd.DataFrame", time_col: str = "median_s") -> tuple["pd
     return df.loc[sorted(keep.to_numpy())].drop(columns="_key").reset_index(drop=True), info
 
 
-def assign_splits(df: "pd.DataFrame", test_fraction: float = 0.4, seed: int = 0) -> "pd.DataFrame":  # noqa: F821
+def assign_splits(df: pd.DataFrame, test_fraction: float = 0.4, seed: int = 0) -> pd.DataFrame:
     """Give students without a split a seeded train/test one (by case name, so repeats stay together)."""
     df = df.copy()
     if "split" not in df.columns:
@@ -504,7 +514,7 @@ class CalibrationReport:
     flops_check: dict[str, float]
     base_measured: dict[str, float]
     fit: dict[str, Any]
-    predictions: "pd.DataFrame" = field(repr=False)  # noqa: F821
+    predictions: pd.DataFrame = field(repr=False)
     rooflines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -519,12 +529,14 @@ class CalibrationReport:
         def line(label: str, d: Mapping[str, float]) -> str:
             if not d:
                 return f"{label:<34} (no samples)"
-            return (f"{label:<34} n={d['n']:<3d} MAPE={100 * d['mape']:6.2f}%  within10={100 * d['within_10pct']:5.1f}%  "
-                    f"spearman={d['spearman']:.4f}  kendall={d['kendall']:.4f}  max={100 * d['max_ape']:.1f}%  "
+            return (f"{label:<34} n={d['n']:<3d} MAPE={100 * d['mape']:6.2f}%  "
+                    f"within10={100 * d['within_10pct']:5.1f}%  spearman={d['spearman']:.4f}  "
+                    f"kendall={d['kendall']:.4f}  max={100 * d['max_ape']:.1f}%  "
                     f"bias={d['mean_ratio']:.3f}x")
 
         kept = self.profile.roofline
-        out = [f"calibrated profile {self.profile.name}: {self.profile.calibration.source if self.profile.calibration else ''}",
+        source = self.profile.calibration.source if self.profile.calibration else ""
+        out = [f"calibrated profile {self.profile.name}: {source}",
                f"roofline: {kept} ({self.fit.get('roofline_choice', 'given')})",
                line("held-out students, calibrated", self.heldout),
                line("held-out students, spec-only", self.heldout_spec),
@@ -559,7 +571,7 @@ def _student_weights(kinds: np.ndarray, student_share: float) -> np.ndarray:
     return w
 
 
-def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: str = "fp32",  # noqa: F821
+def calibrate(df: pd.DataFrame, base: HardwareProfile, *, name: str, dtype: str = "fp32",
               spec_profile: HardwareProfile | None = None, measure_base: bool = True, seed: int = 0,
               test_fraction: float = 0.4, student_share: float = 0.7, time_col: str = "median_s",
               starts: int = 6, description: str | None = None, roofline: str = "auto") -> CalibrationReport:
@@ -707,7 +719,7 @@ def calibrate(df: "pd.DataFrame", base: HardwareProfile, *, name: str, dtype: st
                              flops, got, fit_info, pred_df, by_mode)
 
 
-def timing_of(df: "pd.DataFrame") -> str:  # noqa: F821
+def timing_of(df: pd.DataFrame) -> str:
     """What the table's times are: device time (back-to-back calls) or end-to-end calls."""
     k = df["calls_per_sample"].to_numpy(dtype=float) if "calls_per_sample" in df.columns else np.array([])
     k = k[np.isfinite(k)]
@@ -728,7 +740,7 @@ def error_band(ratios: Sequence[float], what: str, level: float = INTERVAL_LEVEL
     return ErrorBand(float(round(lo, 4)), float(round(hi, 4)), level, int(len(r)), f"{what} (n={len(r)})")
 
 
-def describe_measurements(df: "pd.DataFrame", device: str) -> str:  # noqa: F821
+def describe_measurements(df: pd.DataFrame, device: str) -> str:
     """The calibrated profile's description: the machine, JAX version and XLA flags the table was measured with."""
     def first(col: str) -> str:
         return str(df[col].iloc[0]) if col in df.columns and len(df) else "?"
@@ -740,7 +752,8 @@ def describe_measurements(df: "pd.DataFrame", device: str) -> str:  # noqa: F821
     if device != "cpu" and first("device_kind") not in ("?", "", "nan"):
         where = f"{first('device_kind')}; host {where}"
     return (f"this machine's {device.upper()} ({where}), JAX {first('jax_version')}"
-            + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "") + "; calibrated by `autodistill calibrate`")
+            + (f", XLA_FLAGS={flags}" if flags not in ("", "?", "nan") else "")
+            + "; calibrated by `autodistill calibrate`")
 
 
 def write_profile(rep: CalibrationReport, out: str | os.PathLike[str]) -> Path:
@@ -784,13 +797,13 @@ def write_profile(rep: CalibrationReport, out: str | os.PathLike[str]) -> Path:
     return atomic_write_text(out, text)
 
 
-def _first(df: "pd.DataFrame", col: str) -> str:  # noqa: F821
+def _first(df: pd.DataFrame, col: str) -> str:
     if col in df.columns and len(df):
         return str(df[col].iloc[0])
     return "?"
 
 
-def _flops_check(stud: "pd.DataFrame", profile: HardwareProfile, dtype: str) -> dict[str, float]:  # noqa: F821
+def _flops_check(stud: pd.DataFrame, profile: HardwareProfile, dtype: str) -> dict[str, float]:
     """Cost-model matmul FLOPs vs XLA's for every student that has XLA numbers."""
     from autodistill.costmodel import CostModel
 
@@ -882,7 +895,7 @@ def measurements_path(profile_path: str | os.PathLike[str]) -> Path:
     return p.with_name(f"{p.stem}_measurements.csv")
 
 
-def _measurement_frame(measurements: Any) -> "pd.DataFrame":  # noqa: F821
+def _measurement_frame(measurements: Any) -> pd.DataFrame:
     import pandas as pd
 
     from autodistill.measure import load_measurements
@@ -940,7 +953,6 @@ def recalibrate(profile: HardwareProfile, measurements: Any, *, dtype: str | Non
 
 
 __all__ = ["CalibrationReport", "FitResult", "OpMatrix", "OpRow", "PARAM_NAMES", "ROOFLINE_CHOICES", "accuracy",
-           "assign_splits",
-           "collapse_passes",
-           "base_rates", "calibrate", "calibrate_device", "calibrate_from_measurements", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
+           "assign_splits", "collapse_passes", "base_rates", "calibrate", "calibrate_device",
+           "calibrate_from_measurements", "calibration_of", "case_ops", "fit_terms", "measured_base_profile",
            "measurements_path", "merge_measurements", "noise_floor", "predict", "recalibrate", "table_ops", "theta_of"]

@@ -16,8 +16,9 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -180,11 +181,11 @@ class ServingMix:
                 raise CostModelError(f"serving-mix weight {w!r} for batch={b} seq={s} must be finite and > 0")
 
     @classmethod
-    def single(cls, batch: int = 1, seq: int = 128) -> "ServingMix":
+    def single(cls, batch: int = 1, seq: int = 128) -> ServingMix:
         return cls(((batch, seq, 1.0),))
 
     @classmethod
-    def from_list(cls, items: Sequence[Mapping[str, float]]) -> "ServingMix":
+    def from_list(cls, items: Sequence[Mapping[str, float]]) -> ServingMix:
         """From ``[{"batch": 1, "seq": 128, "weight": 0.7}, ...]`` (as written in a TOML config)."""
         out = []
         for it in items:
@@ -204,7 +205,7 @@ def _weighted_quantile(lat: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
     return ls[np.arange(lat.shape[0]), idx]
 
 
-def mix_latency(cm: "CostModel", features: np.ndarray | Sequence[StudentArch], mix: ServingMix, *,
+def mix_latency(cm: CostModel, features: np.ndarray | Sequence[StudentArch], mix: ServingMix, *,
                 mlm_head: bool = False) -> dict[str, np.ndarray]:
     """Latency of ``n`` students over a serving mix.
 
@@ -264,7 +265,7 @@ class LatencyObjective:
             raise CostModelError(choices_message("mix statistic", self.statistic, MIX_STATISTICS))
 
     @property
-    def cost_model(self) -> "CostModel":
+    def cost_model(self) -> CostModel:
         cm = self.__dict__.get("_cm")
         if cm is None:
             from autodistill.hardware import load_profile
@@ -278,7 +279,7 @@ class LatencyObjective:
     def profile_name(self) -> str:
         return self.profile.name if isinstance(self.profile, HardwareProfile) else str(self.profile)
 
-    def latency_s(self, archs: "np.ndarray | Sequence[StudentArch]") -> np.ndarray:
+    def latency_s(self, archs: np.ndarray | Sequence[StudentArch]) -> np.ndarray:
         """``n`` latencies (seconds) of feature rows (``n x F``) or architectures."""
         return mix_latency(self.cost_model, archs, self.mix)[self.statistic]
 

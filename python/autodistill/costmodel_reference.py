@@ -43,8 +43,8 @@ fixed per-inference overhead.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 from autodistill.arch import ACTIVATIONS, StudentArch
 from autodistill.hardware import OP_CLASSES, RESIDUAL_KNOTS_LOG2, RESIDUAL_MAX_LOG, HardwareProfile
@@ -340,4 +340,5 @@ def latency_s(a: StudentArch, profile: HardwareProfile, batch: int = 1, seq: int
 
 
 __all__ = ["OP_CLASSES", "OpEstimate", "OpShape", "RefOp", "attention_ops", "dense_op", "estimate", "latency_s", "ops",
-           "log_residual", "matmul_flops", "residual_basis", "pad", "softmax_op", "tile_candidates", "weight_bytes", "SPLITS", "SPLIT_COST_K"]
+           "log_residual", "matmul_flops", "residual_basis", "pad", "softmax_op", "tile_candidates", "weight_bytes",
+           "SPLITS", "SPLIT_COST_K"]

@@ -5,7 +5,7 @@ choices, so that a user can fix the input without reading the source.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = [
     "AutodistillError",

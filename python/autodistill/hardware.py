@@ -40,10 +40,11 @@ import logging
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from autodistill.errors import ProfileError, choices_message
 
@@ -199,7 +200,8 @@ class HardwareProfile:
             raise ProfileError(f"profile {self.name!r}: peak_flops_per_s needs at least one dtype of {list(DTYPES)}")
         for dt, v in self.peak_flops_per_s.items():
             if dt not in DTYPES:
-                raise ProfileError(f"profile {self.name!r}: " + choices_message("dtype in peak_flops_per_s", dt, DTYPES))
+                raise ProfileError(f"profile {self.name!r}: "
+                                   + choices_message("dtype in peak_flops_per_s", dt, DTYPES))
             _check_range(self.name, f"peak_flops_per_s.{dt}", v, 1e6, 1e18)
         _check_range(self.name, "vector_flops_per_s", self.vector_flops_per_s, 1e6, 1e18)
         for t in ("matrix_tile_m", "matrix_tile_n", "matrix_tile_k"):
@@ -283,7 +285,7 @@ class HardwareProfile:
             out[f"{c}_residual"] = tuple(float(v) for v in res.get(c, ()))
         return out
 
-    def with_calibration(self, calibration: Calibration | None, name: str | None = None) -> "HardwareProfile":
+    def with_calibration(self, calibration: Calibration | None, name: str | None = None) -> HardwareProfile:
         return dataclasses.replace(self, calibration=calibration, name=name or self.name, path=None)
 
     # ------------------------------------------------------------------ TOML

@@ -23,21 +23,42 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autodistill.calibration import (
-    PARAM_NAMES, OpMatrix, accuracy, base_rates, calibration_of, error_band, fit_terms, free_terms, predict, theta_of,
+    PARAM_NAMES,
+    OpMatrix,
+    accuracy,
+    base_rates,
+    calibration_of,
+    error_band,
+    fit_terms,
+    free_terms,
+    predict,
+    theta_of,
 )
 from autodistill.costmodel_reference import (
-    LAYER_NORM_FLOPS, SOFTMAX_FLOPS, OpShape, dense_op, residual_basis, tile_candidates,
+    LAYER_NORM_FLOPS,
+    SOFTMAX_FLOPS,
+    OpShape,
+    dense_op,
+    residual_basis,
+    tile_candidates,
 )
 from autodistill.errors import CalibrationError, choices_message
+from autodistill.hardware import (
+    DTYPES,
+    RESIDUAL_CLASSES,
+    RESIDUAL_MAX_LOG,
+    RESIDUAL_MAX_VALUE,
+    ROOFLINES,
+    HardwareProfile,
+)
 from autodistill.oprows import OpRow, op_row
-from autodistill.hardware import (DTYPES, RESIDUAL_CLASSES, RESIDUAL_MAX_LOG, RESIDUAL_MAX_VALUE, ROOFLINES,
-                                  HardwareProfile)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +92,7 @@ class OpSample:
     flops_per_element: float = 1.0
 
 
-def read_op_table(source: "str | pd.DataFrame", *, name: str | None = None) -> list[OpSample]:
+def read_op_table(source: str | pd.DataFrame, *, name: str | None = None) -> list[OpSample]:
     """Check a per-op table (a CSV path or a DataFrame) and return its rows.
 
     Raises `CalibrationError` naming the file, the row (1-based, as a spreadsheet counts data
@@ -310,5 +331,5 @@ def fit_op_table(samples: Sequence[OpSample], base: HardwareProfile, *, name: st
                  accuracy(pred[te], meas[te]) if len(te) else {}, by_kind, int(len(tr)), int(len(te)), notes)
 
 
-__all__ = ["COLUMNS", "KIND_CLASS", "OP_KINDS", "OpFit", "OpSample", "class_free_terms", "fit_op_table", "fit_residuals",
-           "op_matrix", "read_op_table", "sample_op", "split_rows"]
+__all__ = ["COLUMNS", "KIND_CLASS", "OP_KINDS", "OpFit", "OpSample", "class_free_terms", "fit_op_table",
+           "fit_residuals", "op_matrix", "read_op_table", "sample_op", "split_rows"]

@@ -6,8 +6,9 @@ of them at once with the fitting copy of the model.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from autodistill.costmodel_reference import OpShape, log_residual
 
@@ -52,7 +53,7 @@ def op_row(op: OpShape, hw: Mapping[str, float]) -> OpRow:
                  tuple(a * c for a in op.ramp_a), tuple(b * c for b in op.ramp_b), _residual(op, hw))
 
 
-def student_ops(arch: "StudentArch", profile: "HardwareProfile", batch: int, seq: int, dtype: str) -> list[OpRow]:
+def student_ops(arch: StudentArch, profile: HardwareProfile, batch: int, seq: int, dtype: str) -> list[OpRow]:
     """A student's ops as `OpRow` totals, from the reference walk (the shipped model's twin)."""
     from autodistill import costmodel_reference as ref
 

@@ -13,9 +13,10 @@ import io
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from autodistill.fileio import atomic_write_text
 
@@ -94,7 +95,7 @@ def compare_to_baseline(rows: tuple[StudentRow, ...] | list[StudentRow]) -> list
     return out
 
 
-def _baseline_section(data: "ReportData") -> tuple[list[str], list[list[str]], list[str]]:
+def _baseline_section(data: ReportData) -> tuple[list[str], list[list[str]], list[str]]:
     """The "against the baseline" table (header, rows) and its summary sentences; all empty without a baseline."""
     comps = compare_to_baseline(data.students)
     if not comps:
@@ -298,7 +299,8 @@ def render_html(data: ReportData) -> str:
     parts += _html_table(head, rows, esc)
     bhead, brows, bnotes = _baseline_section(data)
     if brows:
-        parts += ["<h2>Against the baseline</h2>"] + _html_table(bhead, brows, esc) + [f"<p>{esc(n)}</p>" for n in bnotes]
+        parts += ["<h2>Against the baseline</h2>"] + _html_table(bhead, brows, esc)
+        parts += [f"<p>{esc(n)}</p>" for n in bnotes]
     for title, b64 in _plots(data):
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
     if data.calibration:

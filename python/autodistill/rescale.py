@@ -16,8 +16,9 @@ import datetime as _dt
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from autodistill.calibration import measured_base_profile, measurements_path
 from autodistill.errors import CalibrationError
@@ -57,7 +58,7 @@ class Rescale:
                 f"({parts})")
 
 
-def base_rate_rows(profile: HardwareProfile, table: "pd.DataFrame | None" = None) -> "pd.DataFrame":
+def base_rate_rows(profile: HardwareProfile, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """The calibration-time base-rate rows of ``profile``'s measurement table (first repeat only)."""
     from autodistill.measure import load_measurements
 
@@ -78,13 +79,13 @@ def base_rate_rows(profile: HardwareProfile, table: "pd.DataFrame | None" = None
     return rows.drop_duplicates("name").reset_index(drop=True)
 
 
-def _time_col(table: "pd.DataFrame") -> str:
+def _time_col(table: pd.DataFrame) -> str:
     return "min_s" if "min_s" in table.columns else "median_s"
 
 
 def rescale_profile(profile: HardwareProfile, device: str = "cpu", *, max_s: float = DEFAULT_MAX_S,
-                    table: "pd.DataFrame | None" = None,
-                    run: Callable[[list[Any], float], "pd.DataFrame"] | None = None,
+                    table: pd.DataFrame | None = None,
+                    run: Callable[[list[Any], float], pd.DataFrame] | None = None,
                     dtype: str | None = None) -> Rescale:
     """Re-time ``profile``'s base-rate cases on ``device`` (at most ``max_s`` seconds) and rescale it.
 
@@ -126,13 +127,13 @@ def apply_ratios(profile: HardwareProfile, ratios: Mapping[str, float], dtype: s
             kw[k] = getattr(profile, k) * r
     cal = profile.calibration
     assert cal is not None
-    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     note = ", ".join(f"{k} x{v:.4g}" for k, v in ratios.items())
     new_cal = dataclasses.replace(cal, source=f"{cal.source}; rescaled {stamp}: {note}"[:1000])
     return dataclasses.replace(profile, calibration=new_cal, path=None, **kw)
 
 
-def calibration_cores(table: "pd.DataFrame") -> int:
+def calibration_cores(table: pd.DataFrame) -> int:
     """How many cores the calibration measured on, from its ``cpu_affinity`` column ("[0, 1]", or a
     lone core number that the CSV reader turned into an int); 0 when unknown (all cores)."""
     import json
@@ -163,9 +164,9 @@ print(measure.RESULT_MARK + df.to_json(orient="records"))
 """
 
 
-def _default_run(device: str, dtype: str, cores: int) -> Callable[[list[Any], float], "pd.DataFrame"]:
+def _default_run(device: str, dtype: str, cores: int) -> Callable[[list[Any], float], pd.DataFrame]:
     """Measure in a fresh process pinned to the calibration's core count (CPU), as calibration measured."""
-    def run(cases: list[Any], max_s: float) -> "pd.DataFrame":
+    def run(cases: list[Any], max_s: float) -> pd.DataFrame:
         import pandas as pd
 
         from autodistill.measure.runner import run_child

@@ -55,9 +55,10 @@ import operator
 import os
 import re
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -286,8 +287,9 @@ class MemoryConstraint:
         _check_workload("memory constraint", self.batch, self.seq)
         if self.profile is None and self.max_bytes is None:
             raise ConfigError("memory constraint: give max_bytes, a profile (its hbm_bytes is the budget), or both")
-        if self.max_bytes is not None and (isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, (int, float))
-                                           or not math.isfinite(self.max_bytes) or self.max_bytes <= 0):
+        mb = self.max_bytes
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not math.isfinite(mb)
+                               or mb <= 0):
             raise ConfigError(f"memory constraint: max_bytes={self.max_bytes!r} must be a positive number")
         if self.dtype_bytes is not None and self.dtype_bytes not in (1, 2, 4):
             raise ConfigError(f"memory constraint: dtype_bytes={self.dtype_bytes!r}; valid choices: 1, 2, 4")
@@ -442,7 +444,8 @@ class SearchSpace:
             vals = f"{f.values[0]}..{f.values[-1]} ({len(f.values)} values)" if f.kind == "range" else list(f.values)
             lines.append(f"  {f.name}: {vals}")
         for t in self.ties:
-            lines.append(f"  {t.name} = {t.source}" + (f" * {t.scale:g} + {t.offset:g}" if (t.scale, t.offset) != (1, 0) else ""))
+            affine = f" * {t.scale:g} + {t.offset:g}" if (t.scale, t.offset) != (1, 0) else ""
+            lines.append(f"  {t.name} = {t.source}{affine}")
         return "\n".join(lines)
 
 
@@ -516,7 +519,8 @@ def _parse_field(name: str, spec: Any, source: str) -> FieldSpec:
     if isinstance(spec, list):
         spec = {"choices": spec}
     if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}: expected {{ choices = [...] }} or {{ min = .., max = .., step = .. }}, got {spec!r}")
+        raise ConfigError(f"{where}: expected {{ choices = [...] }} or {{ min = .., max = .., step = .. }}, "
+                          f"got {spec!r}")
     keys = set(spec)
     if "choices" in spec:
         if keys - {"choices"}:
@@ -928,7 +932,8 @@ def build_pool(space: SearchSpace, profile: str | None = None, *, batch: int | N
         alive = np.flatnonzero(keep)
         lat = np.full(len(keep), np.inf)
         if len(alive):
-            lat[alive] = cost_model(lc.profile, lc.dtype).estimate_batch(feats[alive], lc.batch, lc.seq, threads=threads)
+            cm = cost_model(lc.profile, lc.dtype)
+            lat[alive] = cm.estimate_batch(feats[alive], lc.batch, lc.seq, threads=threads)
         apply(lat <= lc.max_latency_s, lc.label)
 
     feats, vidx, codes, params = feats[keep], vidx[keep], codes[keep], params[keep]
@@ -962,6 +967,7 @@ def _spot_check(pool: CandidatePool, seed: int, n: int = 64) -> None:
         try:
             a = pool.arch(int(i))
         except ArchError as e:  # pragma: no cover - the vectorized checks would be out of date
-            raise SearchError(f"internal: candidate {i} passed the vectorized checks but StudentArch rejects it: {e}")
+            raise SearchError(f"internal: candidate {i} passed the vectorized checks but StudentArch rejects it: "
+                              f"{e}") from e
         if a.num_parameters() != int(pool.num_parameters[i]):  # pragma: no cover
             raise SearchError(f"internal: parameter count mismatch for {a.short_name()}")

@@ -20,9 +20,10 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from autodistill.arch import StudentArch
 from autodistill.errors import ConfigError
@@ -104,7 +105,7 @@ class DriftCheck:
                              "then_s": a.then_s, "now_s": a.now_s} for a in self.anchors]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DriftCheck":
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftCheck:
         return cls(tuple(Anchor(a["name"], StudentArch.from_dict(a["arch"]), int(a["batch"]), int(a["seq"]),
                                 float(a["then_s"]), None if a.get("now_s") is None else float(a["now_s"]))
                          for a in d.get("anchors", ())))

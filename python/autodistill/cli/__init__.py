@@ -14,7 +14,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from autodistill.errors import AutodistillError
 

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", default=_D.suite, choices=("tiny", "small", "full"), help="micro-benchmark suite size")
     p.add_argument("--students", type=int, default=None,
                    help="whole students to measure (default: 64 for the full suite, 12 otherwise)")
-    p.add_argument("--test-fraction", type=float, default=_D.test_fraction, help="share of students held out (default 0.4)")
+    p.add_argument("--test-fraction", type=float, default=_D.test_fraction,
+                   help="share of students held out (default 0.4)")
     p.add_argument("--student-sources", default=",".join(_D.student_sources),
                    help="comma-separated sources of students, drawn in turn: search-space names (their feasible "
                         "pools) or 'broad' (BERT/MobileBERT shapes incl. LayerNorm, GELU, no bottleneck); "
@@ -68,8 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest forward pass of a measured student, GFLOP (default: 12 on cpu, where that takes "
                         "~0.1 s; 200 on gpu/tpu, so that BERT-base and -large at 128 tokens are inside the fitted "
                         "range)")
-    p.add_argument("--noise-students", type=int, default=_D.noise_students, help="held-out students re-measured for the noise floor")
-    p.add_argument("--noise-repeats", type=int, default=_D.noise_repeats, help="extra measurements of each noise student")
+    p.add_argument("--noise-students", type=int, default=_D.noise_students,
+                   help="held-out students re-measured for the noise floor")
+    p.add_argument("--noise-repeats", type=int, default=_D.noise_repeats,
+                   help="extra measurements of each noise student")
     p.add_argument("--budget-s", type=float, default=_D.budget_s, help="timing budget per case, seconds (default 0.5)")
     p.add_argument("--passes", type=int, default=_D.passes,
                    help="measure every case this many times, in independently shuffled orders; the fit uses "
@@ -77,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet-threshold", type=float, default=None,
                    help="before timing a case, wait until other processes use fewer CPU cores than this "
                         "(negative: never wait; default: 0.5, or never with --cores 1)")
-    p.add_argument("--max-wait-s", type=float, default=_D.max_wait_s, help="longest wait for quiet per case (default 20)")
+    p.add_argument("--max-wait-s", type=float, default=_D.max_wait_s,
+                   help="longest wait for quiet per case (default 20)")
     p.add_argument("--retries", type=int, default=_D.retries,
                    help="re-time a case up to this many times when others' load exceeded the threshold")
     p.add_argument("--cores", type=int, default=_D.cores,

@@ -188,8 +188,8 @@ def _export(args: argparse.Namespace) -> int:
 
     ck, out = Path(args.checkpoint_dir).resolve(), Path(args.out).resolve()
     if out == ck or out in ck.parents or ck in out.parents:
-        raise DistillError(f"--out {args.out} is the checkpoint folder {args.checkpoint_dir}, holds it or is inside it; "
-                           "export to a folder of its own")
+        raise DistillError(f"--out {args.out} is the checkpoint folder {args.checkpoint_dir}, holds it or is inside "
+                           "it; export to a folder of its own")
     arch, params = load_checkpoint(args.checkpoint_dir, args.step)
     vocab = args.vocab
     if vocab is None:

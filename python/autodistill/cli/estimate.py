@@ -76,7 +76,8 @@ def _estimate(args: argparse.Namespace) -> int:
           f"({100 * est.interval_level:.0f}% interval {est.interval_s[0] * 1e3:.4f}-{est.interval_s[1] * 1e3:.4f} ms, "
           f"{est.interval_source}), {est.flops / 1e9:.3f} GFLOP, "
           f"{est.bytes_moved / 1e6:.2f} MB")
-    hdr = f"{'op':26s} {'class':9s} {'count':>5s} {'GFLOP':>9s} {'pad%':>6s} {'MB':>9s} {'bound':7s} {'ms':>9s} {'share':>6s}"
+    hdr = (f"{'op':26s} {'class':9s} {'count':>5s} {'GFLOP':>9s} {'pad%':>6s} {'MB':>9s} {'bound':7s} {'ms':>9s} "
+           f"{'share':>6s}")
     print(hdr)
     print("-" * len(hdr))
     for o in est.ops:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from autodistill.errors import ConfigError, SearchError
 

@@ -45,8 +45,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,8 +82,8 @@ def layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
     """
     if student_layers < 1 or teacher_layers < 1:
         raise DistillError(f"layer counts must be >= 1 (got {student_layers}, {teacher_layers})")
-    return tuple(min(teacher_layers, max(1, -(-(l + 1) * teacher_layers // student_layers))) - 1
-                 for l in range(student_layers))
+    return tuple(min(teacher_layers, max(1, -(-(i + 1) * teacher_layers // student_layers))) - 1
+                 for i in range(student_layers))
 
 
 def kt_stage(step: int, kt_steps: int, student_layers: int) -> int:
@@ -357,10 +358,10 @@ class DistillEngine:
                               + aux["nsp"]["pooler"]["bias"])
             return pooled @ aux["nsp"]["classifier"]["kernel"] + aux["nsp"]["classifier"]["bias"]
 
-        def proj_rows(l):
-            """Update mask of the stacked projections in stage ``l``: only row ``l`` moves."""
-            return {"kernel": (jnp.arange(ls) == l).astype(jnp.float32).reshape(ls, 1, 1),
-                    "bias": (jnp.arange(ls) == l).astype(jnp.float32).reshape(ls, 1)}
+        def proj_rows(stage):
+            """Update mask of the stacked projections in stage ``stage``: only that row moves."""
+            return {"kernel": (jnp.arange(ls) == stage).astype(jnp.float32).reshape(ls, 1, 1),
+                    "bias": (jnp.arange(ls) == stage).astype(jnp.float32).reshape(ls, 1)}
 
         def apply_grouped(tx, state, grads, active, masks):
             """Clip by the global norm, then update each parameter group whose ``active`` flag is set.
@@ -396,16 +397,16 @@ class DistillEngine:
                 opt[name] = o
             return {"train": train, "opt": opt}
 
-        def kt_active(l):
+        def kt_active(stage):
             act = {}
             for name, path in self.groups:
                 if path[0] == "aux":
                     act[name] = path[1] == "proj"
                 elif path[1] == "encoder":
                     i = int(path[2].split("_")[1])
-                    act[name] = (l == i) if freeze_lower else (l >= i)
+                    act[name] = (stage == i) if freeze_lower else (stage >= i)
                 elif path[1] == "embeddings":
-                    act[name] = (l == 0) if freeze_lower else True
+                    act[name] = (stage == 0) if freeze_lower else True
                 else:
                     act[name] = False  # the MLM head
             return act
@@ -416,12 +417,12 @@ class DistillEngine:
                 _, probs = tlayer_mod.apply({"params": tl}, t_prev.astype(jnp.float32), L.attention_bias(mask))
             return probs
 
-        def kt_loss(train, b, l, t_tgt, t_att):
+        def kt_loss(train, b, stage, t_tgt, t_att):
             hs, att = L.encode_stage(arch, train["params"], b["input_ids"], b["token_type_ids"], b["attention_mask"],
-                                     l, freeze_lower=freeze_lower, dtype=dt)
+                                     stage, freeze_lower=freeze_lower, dtype=dt)
             hs = hs.astype(jnp.float32)
             if proj:
-                hs = hs @ train["aux"]["proj"]["kernel"][l] + train["aux"]["proj"]["bias"][l]
+                hs = hs @ train["aux"]["proj"]["kernel"][stage] + train["aux"]["proj"]["bias"][stage]
             f = L.feature_mse(hs, t_tgt, b["attention_mask"])
             a = L.attention_kl(t_att, att, b["attention_mask"])
             return fw * f + aw * a, {"feature": f, "attention": a}
@@ -452,14 +453,14 @@ class DistillEngine:
             v, i = jax.lax.top_k(logits, k)
             return jax.lax.stop_gradient(v), i
 
-        def kt_step(state, teacher_p, b, l, m, t_prev=None, t_tgt=None):
+        def kt_step(state, teacher_p, b, stage, m, t_prev=None, t_tgt=None):
             if live_teacher:
                 t_tgt, t_att = teacher_live_kt(teacher_p, b, m)
             else:
                 t_att = teacher_attention(teacher_p, t_prev, m, b["attention_mask"])
-            (loss, parts), g = jax.value_and_grad(kt_loss, has_aux=True)(state["train"], b, l, t_tgt, t_att)
-            masks = {"aux_proj": proj_rows(l)} if proj else {}
-            return apply_grouped(kt_tx, state, g, kt_active(l), masks), loss, parts
+            (loss, parts), g = jax.value_and_grad(kt_loss, has_aux=True)(state["train"], b, stage, t_tgt, t_att)
+            masks = {"aux_proj": proj_rows(stage)} if proj else {}
+            return apply_grouped(kt_tx, state, g, kt_active(stage), masks), loss, parts
 
         def pd_step(state, teacher_p, b, t_vals=None, t_ids=None):
             if live_teacher:
@@ -745,7 +746,7 @@ def flash_train(arch: StudentArch, teacher: Any, data: Any, config: FlashConfig 
     return result, jax.device_get(run.state["train"]["params"])
 
 
-_ENGINES: "dict[tuple, DistillEngine]" = {}
+_ENGINES: dict[tuple, DistillEngine] = {}
 _ENGINE_CACHE_SIZE = 8
 
 
@@ -822,7 +823,7 @@ PART_NAMES = ("feature", "attention", "mlm", "kd", "nsp")
 
 def run_steps(engine: DistillEngine, state: Any, data: Any, cfg: Any, cache: Any, start: int, stop: int, *,
               progress: Callable[[int, float], None] | None = None,
-              on_step: Callable[[int, Any, "StepRun"], Any] | None = None, run: StepRun | None = None) -> StepRun:
+              on_step: Callable[[int, Any, StepRun], Any] | None = None, run: StepRun | None = None) -> StepRun:
     """Steps ``start .. stop-1`` of the two-phase schedule (``cfg.kt_steps`` then ``cfg.pd_steps``).
 
     Without ``on_step`` a step's loss is read while the next step runs. With

@@ -26,17 +26,26 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from autodistill.arch import StudentArch
-from autodistill.errors import DistillError, choices_message
-
 from autodistill.distill.flash import (
-    DTYPES, HEAD_INITS, OPTIMIZERS, PART_NAMES, SCHEDULES, STAGE_COMPILES, STATUSES, StepRun, check_compatible,
-    get_engine, run_steps,
+    DTYPES,
+    HEAD_INITS,
+    OPTIMIZERS,
+    PART_NAMES,
+    SCHEDULES,
+    STAGE_COMPILES,
+    STATUSES,
+    StepRun,
+    check_compatible,
+    get_engine,
+    run_steps,
 )
+from autodistill.errors import DistillError, choices_message
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ Losses (all scalars, averaged over the real tokens / predictions):
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,8 @@ import jax.numpy as jnp
 from autodistill.arch import StudentArch
 
 __all__ = [
-    "attention_bias", "dense_2d", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse", "attention_kl",
-    "mlm_loss", "kd_loss", "mlm_and_kd_loss", "nsp_loss", "masked_mean",
+    "attention_bias", "dense_2d", "gather_positions", "encode", "encode_stage", "mlm_logits", "feature_mse",
+    "attention_kl", "mlm_loss", "kd_loss", "mlm_and_kd_loss", "nsp_loss", "masked_mean",
 ]
 
 _LOG_FLOOR = 1e-12

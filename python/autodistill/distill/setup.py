@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from autodistill.distill.data import DataConfig, DistillData, build_data, default_corpus, read_corpus
 from autodistill.distill.teacher import HeadFitConfig, Teacher, default_cache_dir, ensure_mlm_head, load_teacher

@@ -31,9 +31,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ class Teacher:
         """The `WordPieceTokenizer` of this teacher's vocab (checked against ``vocab_size``)."""
         return self._tokenizer
 
-    def with_head(self, cls_params: Mapping[str, Any], info: Mapping[str, Any]) -> "Teacher":
+    def with_head(self, cls_params: Mapping[str, Any], info: Mapping[str, Any]) -> Teacher:
         params = dict(self.params)
         params["cls"] = cls_params
         fp = hashlib.sha256(self.fingerprint.encode())
@@ -335,7 +336,7 @@ def fit_mlm_head(teacher: Teacher, data: Any, config: HeadFitConfig = HeadFitCon
     import optax
     from safetensors.numpy import load_file, save_file
 
-    from autodistill.distill.losses import gather_positions, encode, mlm_loss
+    from autodistill.distill.losses import encode, gather_positions, mlm_loss
     from autodistill.models.encoder import OnlyMLMHead
 
     base = {k: v for k, v in teacher.params.items() if k != "cls"}
@@ -505,7 +506,7 @@ class TeacherCache:
     @classmethod
     def build(cls, teacher: Teacher, data: Any, *, num_batches: int, batch_size: int, seed: int = 0,
               hidden_batches: int | None = None, topk: int = 64,
-              cache_dir: str | os.PathLike | None = None) -> "TeacherCache":
+              cache_dir: str | os.PathLike | None = None) -> TeacherCache:
         """Run the teacher over the schedule (or reuse a cache on disk that covers it)."""
         if not teacher.has_mlm_head:
             raise DistillError(f"{teacher!r} has no MLM head; call ensure_mlm_head(teacher, data) first")
@@ -587,7 +588,7 @@ class TeacherCache:
         return out
 
     @classmethod
-    def _load(cls, folder: Path, common: Mapping[str, Any]) -> "TeacherCache | None":
+    def _load(cls, folder: Path, common: Mapping[str, Any]) -> TeacherCache | None:
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
             return None

@@ -31,29 +31,62 @@ Example::
 from __future__ import annotations
 
 from autodistill.measure.cases import (
-    BROAD, CASE_KINDS, CHAIN_OPS, FIT_KINDS, PLATFORMS, SPREADS, SUITE_SIZES, Case, _build_student, build_case,
-    micro_suite, models_available, sample_student, student_suite,
+    BROAD,
+    CASE_KINDS,
+    CHAIN_OPS,
+    FIT_KINDS,
+    PLATFORMS,
+    SPREADS,
+    SUITE_SIZES,
+    Case,
+    _build_student,
+    build_case,
+    micro_suite,
+    models_available,
+    sample_student,
+    student_suite,
 )
 from autodistill.measure.host import (
-    JAX_DTYPES, LoadMeter, background_load, env_fingerprint, get_device, jax_backend_started, jax_dtype, pin_cores,
+    JAX_DTYPES,
+    LoadMeter,
+    background_load,
+    env_fingerprint,
+    get_device,
+    jax_backend_started,
+    jax_dtype,
+    pin_cores,
     wait_for_quiet,
 )
 from autodistill.measure.runner import ACCELERATOR_WARMUP_S, RESULT_MARK, RunOptions, measure_case, run_cases, run_child
 from autodistill.measure.table import (
-    FINGERPRINT_COLUMNS, TABLE_COLUMNS, TIME_COLUMN, TIME_DESCRIPTIONS, load_measurements, measurement_table,
+    FINGERPRINT_COLUMNS,
+    TABLE_COLUMNS,
+    TIME_COLUMN,
+    TIME_DESCRIPTIONS,
+    load_measurements,
+    measurement_table,
     save_measurements,
 )
 from autodistill.measure.timing import (
-    DEVICE_SAMPLE_S, MAX_CALLS_PER_SAMPLE, SPREAD_ON, Timing, calls_for, compile_fn, summarize, time_compiled, time_fn,
+    DEVICE_SAMPLE_S,
+    MAX_CALLS_PER_SAMPLE,
+    SPREAD_ON,
+    Timing,
+    calls_for,
+    compile_fn,
+    summarize,
+    time_compiled,
+    time_fn,
 )
 from autodistill.measure.xla import _cost_value, hlo_dot_flops, xla_cost
 
 __all__ = [
     "ACCELERATOR_WARMUP_S", "BROAD", "CASE_KINDS", "CHAIN_OPS", "DEVICE_SAMPLE_S", "FINGERPRINT_COLUMNS", "FIT_KINDS",
-    "JAX_DTYPES", "MAX_CALLS_PER_SAMPLE", "PLATFORMS", "RESULT_MARK", "SPREADS", "SPREAD_ON", "SUITE_SIZES", "TABLE_COLUMNS",
-    "TIME_COLUMN", "TIME_DESCRIPTIONS", "Case", "LoadMeter", "RunOptions", "Timing", "_build_student", "_cost_value",
+    "JAX_DTYPES", "MAX_CALLS_PER_SAMPLE", "PLATFORMS", "RESULT_MARK", "SPREADS", "SPREAD_ON", "SUITE_SIZES",
+    "TABLE_COLUMNS", "TIME_COLUMN", "TIME_DESCRIPTIONS", "Case", "LoadMeter", "RunOptions", "Timing", "_build_student",
+    "_cost_value",
     "background_load", "build_case", "calls_for", "compile_fn", "env_fingerprint", "get_device", "hlo_dot_flops",
     "jax_backend_started", "jax_dtype", "load_measurements", "measure_case", "measurement_table", "micro_suite",
-    "models_available", "pin_cores", "run_cases", "run_child", "sample_student", "save_measurements", "student_suite", "summarize",
-    "time_compiled", "time_fn", "wait_for_quiet", "xla_cost",
+    "models_available", "pin_cores", "run_cases", "run_child", "sample_student", "save_measurements", "student_suite",
+    "summarize", "time_compiled", "time_fn", "wait_for_quiet", "xla_cost",
 ]

@@ -12,8 +12,9 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -135,11 +136,11 @@ class CaseKind:
     name = ""
     fitted = True  # a kind whose ops the fit prices (FIT_KINDS); the others measure base rates
 
-    def build(self, case: "Case", arr: Callable[..., np.ndarray], rng: np.random.Generator,
+    def build(self, case: Case, arr: Callable[..., np.ndarray], rng: np.random.Generator,
               dtype: Any, seed: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         raise NotImplementedError
 
-    def ops(self, params: Mapping[str, Any], profile: "HardwareProfile", dtype: str) -> "list[OpRow]":
+    def ops(self, params: Mapping[str, Any], profile: HardwareProfile, dtype: str) -> list[OpRow]:
         raise CalibrationError(f"no cost-model ops for case kind {self.name!r}: it measures a base rate; "
                                f"fitted kinds: {', '.join(FIT_KINDS)}")
 
@@ -205,7 +206,11 @@ class _Dense(CaseKind):
 
     def ops(self, params, profile, dtype):
         from autodistill.costmodel_reference import (
-            ACTIVATION_FLOPS, BIAS_FLOPS, LAYER_NORM_FLOPS, RESIDUAL_FLOPS, dense_op,
+            ACTIVATION_FLOPS,
+            BIAS_FLOPS,
+            LAYER_NORM_FLOPS,
+            RESIDUAL_FLOPS,
+            dense_op,
         )
 
         hw = profile.resolve(dtype)
@@ -541,7 +546,8 @@ def sample_student(rng: np.random.Generator) -> StudentArch:
         h = int(rng.choice([128, 192, 256, 312, 384, 512, 768]))
         heads = int(rng.choice([d for d in (2, 4, 6, 8, 12) if h % d == 0]))
         return StudentArch(family="bert", num_hidden_layers=int(rng.choice([2, 3, 4, 6])), hidden_size=h,
-                           embedding_size=h, num_attention_heads=heads, intermediate_size=int(h * rng.choice([2, 3, 4])),
+                           embedding_size=h, num_attention_heads=heads,
+                           intermediate_size=int(h * rng.choice([2, 3, 4])),
                            num_feedforward_networks=1, use_bottleneck=False, intra_bottleneck_size=h,
                            key_query_shared_bottleneck=False, trigram_input=False, normalization_type="layer_norm",
                            hidden_act=str(rng.choice(["gelu", "relu"])))

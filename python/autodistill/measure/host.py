@@ -57,7 +57,7 @@ def env_fingerprint(device: Any = None) -> dict[str, str]:
         "cpu": f"{_cpu_model()} x{os.cpu_count()}",
         "cpu_affinity": ",".join(str(c) for c in sorted(_affinity())),
         "python": platform.python_version(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -184,7 +184,7 @@ class LoadMeter:
     where ``/proc/stat`` does not exist.
     """
 
-    def start(self) -> "LoadMeter":
+    def start(self) -> LoadMeter:
         self._stat = _proc_stat()
         self._self = _self_cpu()
         self._t = time.perf_counter()

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autodistill.errors import CalibrationError, choices_message
-from autodistill.measure.cases import BASE_KINDS, PLATFORMS, SPREADS, SUITE_SIZES, micro_suite, models_available, student_suite
+from autodistill.measure.cases import (
+    BASE_KINDS,
+    PLATFORMS,
+    SPREADS,
+    SUITE_SIZES,
+    micro_suite,
+    models_available,
+    student_suite,
+)
 from autodistill.measure.host import JAX_DTYPES, get_device, jax_dtype, pin_cores
 from autodistill.measure.runner import RunOptions, run_cases
 from autodistill.measure.table import measurement_table, merge_measurements, save_measurements
@@ -126,7 +134,7 @@ def plan_order(plan: MeasurePlan) -> list[Any]:
 
 
 def measure_device(plan: MeasurePlan, checkpoint: str | Path | None = None,
-                   earlier: "pd.DataFrame | None" = None) -> "pd.DataFrame":
+                   earlier: pd.DataFrame | None = None) -> pd.DataFrame:
     """Measure ``plan``'s cases on its device; returns the measurement table.
 
     With ``checkpoint``, the table measured so far is saved there (atomically) at most every

@@ -4,14 +4,18 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from autodistill.measure.cases import Case, build_case
 from autodistill.measure.host import env_fingerprint, wait_for_quiet
 from autodistill.measure.table import measurement_table
 from autodistill.measure.timing import Timing, compile_fn, time_compiled
 from autodistill.measure.xla import xla_cost
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class RunOptions:
     calls_per_sample: int = 1
 
     @classmethod
-    def for_device(cls, device: str, **kw: Any) -> "RunOptions":
+    def for_device(cls, device: str, **kw: Any) -> RunOptions:
         """Options for timing on platform ``device`` as `autodistill calibrate` does: on a CPU the
         stopping rule watches the load-corrected series and each call is timed on its own (the host
         is the device); an accelerator is warmed up for `ACCELERATOR_WARMUP_S` first, its
@@ -66,7 +70,7 @@ def measure_case(case: Case, device: Any = None, opts: RunOptions | None = None,
         ("xla_flops", "xla_dot_flops", "xla_bytes", "xla_transcendentals"), float("nan"))
     waited = 0.0
     t: Timing | None = None
-    for attempt in range(1 + max(0, opts.retries)):
+    for _attempt in range(1 + max(0, opts.retries)):
         if opts.quiet_threshold is not None:
             waited += wait_for_quiet(opts.quiet_threshold, max_wait_s=opts.max_wait_s)[0]
         ti = time_compiled(lambda: compiled(*dargs), warmup=opts.warmup, warmup_s=opts.warmup_s,
@@ -101,7 +105,7 @@ def measure_case(case: Case, device: Any = None, opts: RunOptions | None = None,
 
 def run_cases(cases: Iterable[Case], device: Any = None, opts: RunOptions | None = None, dtype: Any = None,
               progress: Callable[[int, int, dict[str, Any]], None] | None = None,
-              max_time_s: float | None = None) -> "pd.DataFrame":  # noqa: F821
+              max_time_s: float | None = None) -> pd.DataFrame:
     """Measure every case on ``device``; returns the measurement table (one row per case).
 
     With ``max_time_s``, no case after the first is started once that many seconds have passed:
@@ -115,7 +119,7 @@ def run_cases(cases: Iterable[Case], device: Any = None, opts: RunOptions | None
         if i and max_time_s is not None and time.perf_counter() - t0 >= max_time_s:
             logger.warning("time limit %.0f s reached: measured %d of %d cases", max_time_s, i, len(cases))
             break
-        fp["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        fp["date"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         row = measure_case(c, device, opts, dtype, fp)
         rows.append(row)
         if progress is not None:

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autodistill.errors import CalibrationError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 #: Per-case time `autodistill calibrate` fits and `autodistill verify` compares, by platform: the fastest
@@ -44,7 +48,7 @@ def row_params(row: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(p) if isinstance(p, str) else dict(p)
 
 
-def measurement_table(rows: Iterable[Mapping[str, Any]]) -> "pd.DataFrame":  # noqa: F821
+def measurement_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows as a DataFrame with the `TABLE_COLUMNS` + `FINGERPRINT_COLUMNS` layout."""
     import pandas as pd
 
@@ -57,7 +61,7 @@ def measurement_table(rows: Iterable[Mapping[str, Any]]) -> "pd.DataFrame":  # n
     return df[cols + extra]
 
 
-def save_measurements(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:  # noqa: F821
+def save_measurements(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write the measurement table as CSV (``.csv``) or parquet (``.parquet``, needs pyarrow)."""
     from autodistill.fileio import atomic_path
 
@@ -72,7 +76,7 @@ def save_measurements(df: "pd.DataFrame", path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_measurements(path: str | os.PathLike[str]) -> "pd.DataFrame":  # noqa: F821
+def load_measurements(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a table written by `save_measurements`, checking its columns."""
     import pandas as pd
 
@@ -92,7 +96,7 @@ def load_measurements(path: str | os.PathLike[str]) -> "pd.DataFrame":  # noqa: 
     return df
 
 
-def merge_measurements(old: "pd.DataFrame", new: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+def merge_measurements(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """One table of ``old`` and ``new`` rows, for fitting both (an existing calibration extended by new cases).
 
     A case measured in both counts as more passes of one case (the fit keeps its fastest). A student

@@ -11,14 +11,14 @@ import dataclasses
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from autodistill.errors import CalibrationError, choices_message
 from autodistill.measure.host import LoadMeter
-
 
 #: A device-time sample on an accelerator runs calls back to back for at least this long (one sync at
 #: its end), so the device queue stays full and host dispatch is hidden behind device work.

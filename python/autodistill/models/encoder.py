@@ -40,7 +40,8 @@ norms and the softmax are computed in float32.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -207,7 +208,8 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, query_tensor, key_tensor, value_tensor, layer_input, mask_bias):
-        ctx, probs = SelfAttention(self.arch, self.dtype, name="self")(query_tensor, key_tensor, value_tensor, mask_bias)
+        attention = SelfAttention(self.arch, self.dtype, name="self")
+        ctx, probs = attention(query_tensor, key_tensor, value_tensor, mask_bias)
         return SelfOutput(self.arch, self.dtype, name="output")(ctx, layer_input), probs
 
 

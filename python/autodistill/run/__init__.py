@@ -56,7 +56,7 @@ def _check_before_work(ctx: RunContext) -> None:
         from autodistill.executors import check_address
 
         check_address(cfg.search.address)
-    ctx.pool  # the space, its constraints and the search profile
+    _ = ctx.pool  # building it checks the space, its constraints and the search profile
     if cfg.confirm.enabled:
         from autodistill.run.stages import confirm_profile
 

@@ -18,9 +18,10 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from autodistill.costmodel import MIX_STATISTICS
 from autodistill.errors import ArchError, ConfigError, CostModelError, choices_message
@@ -315,7 +316,7 @@ class RunConfig:
     text: str = field(default="", compare=False)
 
     @classmethod
-    def from_dict(cls, sections: Mapping[str, Any], text: str = "") -> "RunConfig":
+    def from_dict(cls, sections: Mapping[str, Any], text: str = "") -> RunConfig:
         """From ``{table: {key: value}}`` as TOML gives it; missing tables and keys take their defaults."""
         if not isinstance(sections, Mapping):
             raise ConfigError("a run config must be a table of tables")

@@ -65,12 +65,12 @@ class RunContext:
                                                 cache_dir=self.folder.cache_dir)
 
     @property
-    def data(self) -> "DistillData":
+    def data(self) -> DistillData:
         self.load()
         return self._data
 
     @property
-    def evaluator(self) -> "FlashDistillEvaluator":
+    def evaluator(self) -> FlashDistillEvaluator:
         self.load()
         return self._evaluator
 
@@ -81,23 +81,23 @@ class RunContext:
         self.evaluator.prepare()
         return self.evaluator.teacher
 
-    def baseline(self) -> "StudentArch | None":
+    def baseline(self) -> StudentArch | None:
         """The configured baseline student at the teacher's vocab size (None for ``"none"``)."""
         return resolve_baseline(self.cfg.full.baseline, self.teacher.arch.vocab_size)
 
     # ------------------------------------------------------------------ search space and objective
     @property
-    def space(self) -> "SearchSpace":
+    def space(self) -> SearchSpace:
         self._load_space()
         return self._space
 
     @property
-    def pool(self) -> "CandidatePool":
+    def pool(self) -> CandidatePool:
         self._load_space()
         return self._pool
 
     @property
-    def objective(self) -> "LatencyObjective":
+    def objective(self) -> LatencyObjective:
         return latency_objective(self.cfg, self.pool)
 
     def _load_space(self) -> None:
@@ -105,7 +105,7 @@ class RunContext:
             self._space, self._pool = load_space_and_pool(self.cfg)
 
 
-def latency_objective(cfg: RunConfig, pool: "CandidatePool") -> "LatencyObjective":
+def latency_objective(cfg: RunConfig, pool: CandidatePool) -> LatencyObjective:
     """The run's latency objective: the pool's profile and dtype over the config's serving mix (or the
     pool's one request shape)."""
     from autodistill.costmodel import LatencyObjective, ServingMix
@@ -116,7 +116,7 @@ def latency_objective(cfg: RunConfig, pool: "CandidatePool") -> "LatencyObjectiv
     return LatencyObjective(pool.profile, pool.dtype, mix, stat)
 
 
-def load_space_and_pool(cfg: RunConfig) -> "tuple[SearchSpace, CandidatePool]":
+def load_space_and_pool(cfg: RunConfig) -> tuple[SearchSpace, CandidatePool]:
     """The search space and its candidate pool, priced by the run's `latency_objective`."""
     from collections.abc import Mapping
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from autodistill.errors import ConfigError
 from autodistill.fileio import atomic_write_json, atomic_write_text, read_json

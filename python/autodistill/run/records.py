@@ -13,8 +13,9 @@ of a newer version than this code knows is refused with a message naming it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from autodistill.arch import StudentArch
 from autodistill.errors import ArchError, ConfigError
@@ -92,10 +93,10 @@ class StudentRecord:
         the report's accuracy column and ``verify --run`` take."""
         return self.finished and self.status == "ok"
 
-    def with_export(self, folder: str) -> "StudentRecord":
+    def with_export(self, folder: str) -> StudentRecord:
         return replace(self, exported=str(folder))
 
-    def with_glue(self, metrics: Mapping[str, float]) -> "StudentRecord":
+    def with_glue(self, metrics: Mapping[str, float]) -> StudentRecord:
         return replace(self, glue={**self.glue, **metrics})
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class StudentRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], what: str = "result.json") -> "StudentRecord":
+    def from_dict(cls, d: Mapping[str, Any], what: str = "result.json") -> StudentRecord:
         _fields(d, what, "name", "arch", "status", "finished")
         _schema(d, what)
         mlm = d.get("mlm_accuracy")
@@ -161,7 +162,7 @@ class ConfirmRecord:
     drift: Mapping[str, Any] | None = None  # `autodistill.verify.DriftCheck.to_dict`
     recalibrated_profile: str | None = None
 
-    def drift_check(self) -> "DriftCheck | None":
+    def drift_check(self) -> DriftCheck | None:
         from autodistill.verify import DriftCheck
 
         return DriftCheck.from_dict(self.drift) if self.drift else None
@@ -189,7 +190,7 @@ class ConfirmRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], what: str = "confirm.json") -> "ConfirmRecord":
+    def from_dict(cls, d: Mapping[str, Any], what: str = "confirm.json") -> ConfirmRecord:
         _fields(d, what, "device", "profile", "batch", "seq", "students")
         _schema(d, what)
         studs = []
@@ -206,8 +207,8 @@ class ConfirmRecord:
                    recalibrated_profile=d.get("recalibrated_profile"))
 
     @classmethod
-    def of_report(cls, report: "ConfirmationReport", batch: int, seq: int,
-                  recalibrated_profile: str | None = None) -> "ConfirmRecord":
+    def of_report(cls, report: ConfirmationReport, batch: int, seq: int,
+                  recalibrated_profile: str | None = None) -> ConfirmRecord:
         return replace(cls.from_dict(report.to_dict(batch, seq)), recalibrated_profile=recalibrated_profile)
 
 
@@ -227,7 +228,7 @@ class StageRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StageRecord":
+    def from_dict(cls, d: Mapping[str, Any]) -> StageRecord:
         rest = {k: v for k, v in d.items() if k not in ("finished_at", "wall_s")}
         return cls(float(d.get("finished_at", 0.0)), _opt_float(d.get("wall_s")), rest)
 
@@ -241,14 +242,14 @@ class RunState:
     def done(self, stage: str) -> bool:
         return stage in self.stages
 
-    def with_stage(self, stage: str, record: StageRecord) -> "RunState":
+    def with_stage(self, stage: str, record: StageRecord) -> RunState:
         return RunState({**self.stages, stage: record})
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "stages": {k: v.to_dict() for k, v in self.stages.items()}}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], what: str = "state.json") -> "RunState":
+    def from_dict(cls, d: Mapping[str, Any], what: str = "state.json") -> RunState:
         _fields(d, what, "stages")
         _schema(d, what)
         if not isinstance(d["stages"], Mapping):

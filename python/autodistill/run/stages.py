@@ -22,7 +22,7 @@ __all__ = ["STAGES", "chosen_students", "confirm_profile", "stage_confirm", "sta
 STAGES = ("search", "distill", "export", "glue", "confirm", "report")
 
 
-def stage_search(ctx: RunContext) -> "SearchSummary":
+def stage_search(ctx: RunContext) -> SearchSummary:
     """Model exploration: flash-distil the searcher's proposals until the budget is met."""
     from autodistill.executors import TaskEvaluator, make_executor
     from autodistill.search.runner import make_searcher, run_search
@@ -44,7 +44,7 @@ def stage_search(ctx: RunContext) -> "SearchSummary":
     return summary
 
 
-def chosen_students(ctx: RunContext) -> list[tuple[StudentRecord, "StudentArch"]]:
+def chosen_students(ctx: RunContext) -> list[tuple[StudentRecord, StudentArch]]:
     """The students to distill fully, as records to fill in: ``top_k`` of the search's Pareto students
     (`autodistill.search.selection.select_students`), then the baseline."""
     from autodistill.search.selection import select_students
@@ -211,7 +211,7 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
 
     objective = ctx.objective
 
-    def est(a: "StudentArch") -> float:
+    def est(a: StudentArch) -> float:
         return float(objective.latency_s([a])[0])
 
     with TrialStore(ctx.folder.store_dir, create=False, readonly=True) as st:

@@ -103,8 +103,8 @@ class EngineConfig:
         if self.mode not in MODES:
             raise SearchError(choices_message("engine mode", self.mode, MODES))
         for name, lo in (("seed", None), ("n_initial", 1), ("mc_samples", 8), ("acq_candidates", 16),
-                         ("min_residual_observations", 2), ("max_batch_size", 1), ("greedy_candidates", 1), ("torch_threads", 0),
-                         ("fit_maxiter", 1)):
+                         ("min_residual_observations", 2), ("max_batch_size", 1), ("greedy_candidates", 1),
+                         ("torch_threads", 0), ("fit_maxiter", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
                 raise SearchError(f"{name}={v!r} must be an integer" + (f" >= {lo}" if lo is not None else ""))

@@ -128,12 +128,14 @@ class SyntheticEvaluator:
             raise TrialFailed(f"synthetic failure of {arch.short_name()} (trial {trial_id})")
         if u[1] < self.nan_rate:
             return TrialResult(accuracy=float("nan"), metrics={"diverged": True})
-        z = math.sqrt(-2.0 * math.log(max(u[2], 1e-300))) * math.cos(2 * math.pi * _unit_draws(self.seed + 1, arch, 1)[0])
+        angle = 2 * math.pi * _unit_draws(self.seed + 1, arch, 1)[0]
+        z = math.sqrt(-2.0 * math.log(max(u[2], 1e-300))) * math.cos(angle)
         acc = self.true_accuracy(arch) + self.noise_sd * z
         measured = None
         if self.latency_bias is not None:
             measured = float(self.latency_fn(arch)) * float(self.latency_bias)  # type: ignore[operator]
-        return TrialResult(accuracy=acc, measured_latency_s=measured, metrics={"true_accuracy": self.true_accuracy(arch)})
+        return TrialResult(accuracy=acc, measured_latency_s=measured,
+                           metrics={"true_accuracy": self.true_accuracy(arch)})
 
 
 def load_evaluator(spec: str, *, noise_sd: float = 0.003, seed: int = 0, what: str = "evaluator") -> Evaluator:

@@ -23,8 +23,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from autodistill.errors import SearchError
 

@@ -13,7 +13,7 @@ convention), with the latency margin taken on the log scale.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

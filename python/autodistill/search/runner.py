@@ -24,13 +24,15 @@ import math
 import os
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
+from autodistill.arch import StudentArch
 from autodistill.errors import SearchError, TrialFailed
 from autodistill.search.evaluators import Evaluator
 from autodistill.search.store import TrialStore, resolve_store_path
@@ -88,7 +90,8 @@ def _store_lock(db_path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SearchError(f"another search is writing {db_path} (lock {lock}); wait for it or use another --store") from None
+            raise SearchError(f"another search is writing {db_path} (lock {lock}); wait for it or use another "
+                              f"--store") from None
         yield
     finally:
         os.close(fd)
@@ -232,27 +235,27 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                 batch_ids = st.add_proposals(sugg, suggest_s=dt, cost_model_version=cm_version)
                 archs = dict(zip(batch_ids, (s.arch for s in sugg)))
 
-            def one(tid: int) -> Trial:
+            def one(tid: int, arch: StudentArch) -> Trial:
                 st.mark_running(tid)
                 t0 = time.perf_counter()
                 try:
-                    res = evaluator.evaluate(archs[tid], tid)
+                    res = evaluator.evaluate(arch, tid)
                     if not isinstance(res, TrialResult):
                         raise SearchError(f"evaluator returned {type(res).__name__}, expected TrialResult")
                     st.complete(tid, res, eval_s=time.perf_counter() - t0)
                 except TrialFailed as e:
                     st.fail(tid, f"TrialFailed: {e}", eval_s=time.perf_counter() - t0)
                 except Exception as e:  # noqa: BLE001 - any evaluator error is one failed trial
-                    logger.warning("trial %d (%s) raised %s: %s", tid, archs[tid].short_name(), type(e).__name__, e)
+                    logger.warning("trial %d (%s) raised %s: %s", tid, arch.short_name(), type(e).__name__, e)
                     st.fail(tid, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}",
                             eval_s=time.perf_counter() - t0)
                 return st.get(tid)
 
             if workers > 1 and len(batch_ids) > 1:
                 with ThreadPoolExecutor(max_workers=min(workers, len(batch_ids))) as ex:
-                    done = list(ex.map(one, batch_ids))
+                    done = list(ex.map(one, batch_ids, [archs[tid] for tid in batch_ids]))
             else:
-                done = [one(tid) for tid in batch_ids]
+                done = [one(tid, archs[tid]) for tid in batch_ids]
             for t in sorted(done, key=lambda t: t.trial_id):
                 searcher.observe(t)
                 completed += t.ok

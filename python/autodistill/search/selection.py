@@ -1,7 +1,8 @@
 """Which searched students go on to full distillation: Pareto layers, spread over latency."""
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from autodistill.search.pareto import nondominated_ranks, objective_matrix
 from autodistill.search.types import Trial

@@ -25,8 +25,9 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +188,7 @@ class TrialStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "TrialStore":
+    def __enter__(self) -> TrialStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,7 +197,8 @@ class TrialStore:
     def __repr__(self) -> str:
         return f"TrialStore({str(self.db_path)!r})"
 
-    def _write(self, sql: str, params: Sequence[Any] | Iterable[Sequence[Any]] = (), many: bool = False) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: Sequence[Any] | Iterable[Sequence[Any]] = (),
+               many: bool = False) -> sqlite3.Cursor:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -230,12 +232,14 @@ class TrialStore:
         """Record proposals as ``pending`` in one transaction; returns their trial ids."""
         now = time.time()
         with self._lock:
-            row = self._read("SELECT COALESCE(MAX(batch_id), 0) + 1 AS b, COALESCE(MAX(trial_id), 0) AS t FROM trials")[0]
+            row = self._read("SELECT COALESCE(MAX(batch_id), 0) + 1 AS b, COALESCE(MAX(trial_id), 0) AS t"
+                             " FROM trials")[0]
             batch_id, last = int(row["b"]), int(row["t"])
             ids = list(range(last + 1, last + 1 + len(suggestions)))
             self._write(
-                "INSERT INTO trials(trial_id, arch_json, arch_name, status, source, batch_id, latency_s, num_parameters,"
-                " predicted_accuracy, predicted_accuracy_sd, acq_value, proposed_at, suggest_s, cost_model_version)"
+                "INSERT INTO trials(trial_id, arch_json, arch_name, status, source, batch_id, latency_s,"
+                " num_parameters, predicted_accuracy, predicted_accuracy_sd, acq_value, proposed_at, suggest_s,"
+                " cost_model_version)"
                 " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i, json.dumps(s.arch.to_dict(), sort_keys=True), s.arch.short_name(), s.source, batch_id,
                   _finite_or_none(s.latency_s), s.num_parameters, _finite_or_none(s.predicted_accuracy),
@@ -255,7 +259,8 @@ class TrialStore:
                                      f"measured_latency_s={result.measured_latency_s!r}"
         self._transition(
             trial_id, ("pending", "running"),
-            "status = ?, accuracy = ?, measured_latency_s = ?, metrics_json = ?, error = ?, finished_at = ?, eval_s = ?",
+            "status = ?, accuracy = ?, measured_latency_s = ?, metrics_json = ?, error = ?, finished_at = ?,"
+            " eval_s = ?",
             (status, _finite_or_none(result.accuracy), _finite_or_none(result.measured_latency_s),
              json.dumps(_json_safe(result.metrics), sort_keys=True), err, time.time(), eval_s))
 

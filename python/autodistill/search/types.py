@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from autodistill.arch import StudentArch
 from autodistill.errors import SearchError, choices_message
@@ -44,7 +45,8 @@ class TrialResult:
 
     @property
     def ok(self) -> bool:
-        return math.isfinite(self.accuracy) and (self.measured_latency_s is None or math.isfinite(self.measured_latency_s))
+        return math.isfinite(self.accuracy) and (self.measured_latency_s is None
+                                                 or math.isfinite(self.measured_latency_s))
 
 
 @dataclass(frozen=True)
