@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from autodistill.arch import StudentArch
 from autodistill.errors import CalibrationError, choices_message
@@ -140,7 +141,7 @@ class OpMatrix:
                    col(lambda r: r.acts_onchip, bool), len(per_sample), *_ways([r for _, r in rows]),
                    col(lambda r: r.log_residual))
 
-    def subset(self, idx: Sequence[int]) -> OpMatrix:
+    def subset(self, idx: npt.ArrayLike) -> OpMatrix:
         idx = np.asarray(idx, dtype=np.int64)
         remap = -np.ones(self.n_samples, dtype=np.int64)
         remap[idx] = np.arange(len(idx))
@@ -186,9 +187,9 @@ def theta_of(profile: HardwareProfile) -> np.ndarray:
     return np.array(out + [profile.effective_fixed_overhead_s()], dtype=np.float64)
 
 
-def calibration_of(theta: Sequence[float], source: str = "fit", fitted: bool = True) -> Calibration:
+def calibration_of(theta: npt.ArrayLike, source: str = "fit", fitted: bool = True) -> Calibration:
     """A `Calibration` from a `PARAM_NAMES` vector."""
-    th = [float(v) for v in theta]
+    th = [float(v) for v in np.asarray(theta, dtype=np.float64)]
     terms = {c: ClassTerms(*th[_NT * i:_NT * (i + 1)]) for i, c in enumerate(OP_CLASSES)}
     return Calibration(terms=terms, fitted=fitted, fixed_overhead_s=th[-1], source=source)
 
@@ -198,7 +199,7 @@ def _check_roofline(roofline: str, choices: Sequence[str] = ROOFLINES) -> None:
         raise CalibrationError(choices_message("roofline", roofline, choices))
 
 
-def predict(theta: Sequence[float], mat: OpMatrix, rates: Mapping[str, float], roofline: str = "max") -> np.ndarray:
+def predict(theta: npt.ArrayLike, mat: OpMatrix, rates: Mapping[str, float], roofline: str = "max") -> np.ndarray:
     """Latency (s) of every sample of ``mat`` under terms ``theta`` (`PARAM_NAMES` order).
 
     ``roofline`` ("max" or "sum") combines each op's compute, vector and memory times, as the profile
@@ -276,8 +277,8 @@ class FitResult:
 
 
 def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *,
-              theta0: Sequence[float] | None = None, weights: np.ndarray | None = None,
-              prior: Sequence[float] | None = None, prior_weight: float = 1e-6, starts: int = 6,
+              theta0: npt.ArrayLike | None = None, weights: np.ndarray | None = None,
+              prior: npt.ArrayLike | None = None, prior_weight: float = 1e-6, starts: int = 6,
               seed: int = 0, free: Sequence[str] | None = None, roofline: str = "max") -> FitResult:
     """Least-squares fit of the terms to ``measured`` seconds, ops combined by ``roofline`` ("max" or "sum").
 
@@ -350,7 +351,7 @@ def fit_terms(mat: OpMatrix, measured: np.ndarray, rates: Mapping[str, float], *
 
 
 # ================================================================================================ reporting
-def accuracy(pred: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+def accuracy(pred: npt.ArrayLike, measured: npt.ArrayLike) -> dict[str, float]:
     """MAPE, share within +-10%, worst error, Spearman and Kendall rank correlation of ``pred`` vs ``measured``."""
     from scipy import stats
 
@@ -712,7 +713,7 @@ def calibrate(df: pd.DataFrame, base: HardwareProfile, *, name: str, dtype: str 
     if len(pred_df) and int(np.sum(test_m)) >= 5:  # the interval the profile's estimates carry
         sub = pred_df[test_m]
         band = error_band(sub["measured_s"].to_numpy() / sub["predicted_s"].to_numpy(), "held-out students")
-        prof = prof.with_calibration(dataclasses.replace(prof.calibration, interval=band), name=name)
+        prof = prof.with_interval(band, name=name)
     return CalibrationReport(prof, acc(test_m, "predicted_s"), acc(test_m, "spec_s"), acc(test_m, "base_s"),
                              acc(train_m, "predicted_s"), micro[kept],
                              {c: noise_floor(stud, c) for c in dict.fromkeys((time_col, "median_s")) if c in stud},
@@ -729,7 +730,7 @@ def timing_of(df: pd.DataFrame) -> str:
     return "end to end: one synchronised call per sample (host dispatch included)"
 
 
-def error_band(ratios: Sequence[float], what: str, level: float = INTERVAL_LEVEL) -> ErrorBand:
+def error_band(ratios: npt.ArrayLike, what: str, level: float = INTERVAL_LEVEL) -> ErrorBand:
     """The central ``level`` share of held-out ``measured / estimated`` ratios as an `ErrorBand`."""
     r = np.asarray(ratios, dtype=np.float64)
     r = r[np.isfinite(r) & (r > 0)]
@@ -768,7 +769,8 @@ def write_profile(rep: CalibrationReport, out: str | os.PathLike[str]) -> Path:
     h, s = rep.heldout, rep.heldout_spec
     col = rep.fit.get("time_col", "median_s")
     what = TIME_DESCRIPTIONS.get(col, "per case")
-    lines = [f"# Calibrated: {rep.profile.calibration.source}.",
+    source = rep.profile.calibration.source if rep.profile.calibration else "spec"
+    lines = [f"# Calibrated: {source}.",
              f"# Fitted times: {col} ({what}" + (", fastest of several passes" if rep.fit.get("passes") else "") + ")."]
     if rep.fit.get("timing"):
         lines.append(f"# Timing: {rep.fit['timing']}.")

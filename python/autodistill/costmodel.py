@@ -187,7 +187,7 @@ class ServingMix:
     @classmethod
     def from_list(cls, items: Sequence[Mapping[str, float]]) -> ServingMix:
         """From ``[{"batch": 1, "seq": 128, "weight": 0.7}, ...]`` (as written in a TOML config)."""
-        out = []
+        out: list[Any] = []  # checked in __post_init__
         for it in items:
             unknown = set(it) - {"batch", "seq", "weight"}
             if unknown:

@@ -131,8 +131,8 @@ class ErrorBand:
         if not (isinstance(self.level, (int, float)) and 0 < self.level < 1):
             raise ProfileError(f"interval_level={self.level!r} must be in (0, 1)")
 
-    def around(self, latency_s: float) -> tuple[float, float]:
-        """The interval ``(low_s, high_s)`` of the measured latency, given an estimate."""
+    def around(self, latency_s: Any) -> tuple[Any, Any]:
+        """The interval ``(low_s, high_s)`` of the measured latency, given an estimate (a float or an array)."""
         return latency_s * self.low, latency_s * self.high
 
 
@@ -287,6 +287,12 @@ class HardwareProfile:
 
     def with_calibration(self, calibration: Calibration | None, name: str | None = None) -> HardwareProfile:
         return dataclasses.replace(self, calibration=calibration, name=name or self.name, path=None)
+
+    def with_interval(self, interval: ErrorBand, name: str | None = None) -> HardwareProfile:
+        """This profile with the interval its calibrated estimates carry; a spec-only profile has none to set."""
+        if self.calibration is None:
+            raise ProfileError(f"profile {self.name!r} is not calibrated: an interval belongs to a calibration")
+        return self.with_calibration(dataclasses.replace(self.calibration, interval=interval), name=name)
 
     # ------------------------------------------------------------------ TOML
     def to_toml(self) -> str:

@@ -326,7 +326,7 @@ def fit_op_table(samples: Sequence[OpSample], base: HardwareProfile, *, name: st
                for k in OP_KINDS if np.any(kinds[te] == k)}
     if len(te) >= 5:  # the interval the profile's estimates carry, from the held-out op rows
         band = error_band(meas[te] / pred[te], "held-out op rows")
-        prof = prof.with_calibration(dataclasses.replace(prof.calibration, interval=band), name=name or base.name)
+        prof = prof.with_interval(band)
     return OpFit(prof, kept, accuracy(pred[tr], meas[tr]),
                  accuracy(pred[te], meas[te]) if len(te) else {}, by_kind, int(len(tr)), int(len(te)), notes)
 

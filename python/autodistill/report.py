@@ -82,7 +82,7 @@ FASTER_RATIO = 1.3
 def compare_to_baseline(rows: tuple[StudentRow, ...] | list[StudentRow]) -> list[BaselineComparison]:
     """Each distilled student (not a reference) with an accuracy, against the baseline row (none: [])."""
     base = next((r for r in rows if r.baseline and r.mlm_accuracy is not None), None)
-    if base is None:
+    if base is None or base.mlm_accuracy is None:
         return []
     out = []
     for r in rows:
@@ -109,15 +109,15 @@ def _baseline_section(data: ReportData) -> tuple[list[str], list[list[str]], lis
     notes = [f"Students that beat the baseline (higher held-out MLM accuracy at equal or lower "
              f"{data.search_profile} latency): {n_beat} of {len(comps)}; at least {FASTER_RATIO}x faster at equal or "
              f"higher accuracy: {n_fast} of {len(comps)}."]
-    meas = [s for s in data.students if s.error is not None]
-    if meas:
-        within = sum(abs(s.error) <= 0.10 for s in meas)
-        notes.append(f"Confirmation: {within} of {len(meas)} measured latencies within 10% of the estimate "
+    errors = [s.error for s in data.students if s.error is not None]
+    if errors:
+        within = sum(abs(e) <= 0.10 for e in errors)
+        notes.append(f"Confirmation: {within} of {len(errors)} measured latencies within 10% of the estimate "
                      "(profile as given, before any refit).")
-        drift = [s for s in meas if s.drift_error is not None]
+        drift = [s.drift_error for s in data.students if s.error is not None and s.drift_error is not None]
         if drift:
             notes.append(f"With the estimate scaled by the drift check (the device's speed now against calibration "
-                         f"time, from other students): {sum(abs(s.drift_error) <= 0.10 for s in drift)} of "
+                         f"time, from other students): {sum(abs(e) <= 0.10 for e in drift)} of "
                          f"{len(drift)} within 10%.")
     return head, rows, notes
 

@@ -646,7 +646,7 @@ def num_parameters_batch(features: np.ndarray, base: Mapping[str, Any]) -> np.nd
     t = np.where(use_b, col("intra_bottleneck_size"), h)
     emb_in = e * np.where(col("trigram_input") > 0, 3.0, 1.0)
 
-    def linear(i: np.ndarray | float, o: np.ndarray | float) -> np.ndarray:
+    def linear(i: np.ndarray | float, o: np.ndarray | float) -> Any:
         return i * o + o
 
     norm = 2.0

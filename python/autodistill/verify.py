@@ -341,7 +341,7 @@ def confirm(students: Sequence[tuple[str, StudentArch]], profile: HardwareProfil
         before = sum(abs(e) for e in errors) / len(errors)
         after = sum(abs(r / m - 1) for r, m in zip(cand_est, meas)) / len(meas)
         if after < before:
-            recal, recal_est = cand, cand_est
+            recal, recal_est = cand, list(cand_est)
             logger.info("recalibrated %s: mean |error| %.1f%% -> %.1f%%", profile.name, 100 * before, 100 * after)
         else:
             rejected = f"recalibration did not help (mean |error| {100 * before:.1f}% -> {100 * after:.1f}%); kept"

@@ -535,6 +535,7 @@ class TeacherCache:
         s, p = data.seq_len, data.config.predictions_per_seq
         hshape = (hidden_batches, a.num_hidden_layers + 1, batch_size, s, a.hidden_size)
         tmp = None
+        hidden: np.ndarray
         if final is not None:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -554,11 +555,12 @@ class TeacherCache:
                     hidden[i] = np.asarray(hs)
                 vals[i], ids[i] = np.asarray(v), np.asarray(ix)
             build_s = time.perf_counter() - t0
-            if tmp is None:
+            if final is None or tmp is None:
                 out = cls(**common, num_batches=num_batches, hidden_batches=hidden_batches, hidden=hidden,
                           topk_logits=vals, topk_ids=ids, build_s=build_s)
             else:
-                hidden.flush()
+                if isinstance(hidden, np.memmap):
+                    hidden.flush()
                 del hidden
                 np.save(tmp / "topk_logits.npy", vals)
                 np.save(tmp / "topk_ids.npy", ids)
@@ -578,9 +580,10 @@ class TeacherCache:
                 except OSError:  # another process put a cache there first: use it
                     shutil.rmtree(tmp, ignore_errors=True)
                 tmp = None
-                out = cls._load(final, common)
-                if out is None:
+                loaded = cls._load(final, common)
+                if loaded is None:
                     raise DistillError(f"teacher cache {final} could not be read back")
+                out = loaded
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -312,7 +312,7 @@ def arch_from_hf_config(cfg: Mapping[str, Any]) -> StudentArch:
                 type_vocab_size=int(cfg.get("type_vocab_size", 2)),
             )
         d = StudentArch()  # MobileBertConfig's defaults are StudentArch's
-        kw = {}
+        kw: dict[str, Any] = {}
         for name in ("num_hidden_layers", "hidden_size", "embedding_size", "num_attention_heads",
                      "intermediate_size", "num_feedforward_networks", "intra_bottleneck_size", "vocab_size",
                      "max_position_embeddings", "type_vocab_size"):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autodistill.errors import ConfigError
 from autodistill.run.config import RunConfig, resolve_baseline
 from autodistill.run.folder import RunFolder
 
@@ -113,6 +114,8 @@ def latency_objective(cfg: RunConfig, pool: CandidatePool) -> LatencyObjective:
     mix = (ServingMix.from_list(list(cfg.search.serving_mix)) if cfg.search.serving_mix
            else ServingMix.single(pool.batch, pool.seq))
     stat = cfg.search.mix_statistic if cfg.search.serving_mix else "mean_s"
+    if pool.profile is None:
+        raise ConfigError("the run's candidate pool has no latency profile; set [search] profile")
     return LatencyObjective(pool.profile, pool.dtype, mix, stat)
 
 

@@ -12,7 +12,7 @@ from autodistill.run.records import ConfirmRecord, StudentRecord
 
 if TYPE_CHECKING:
     from autodistill.arch import StudentArch
-    from autodistill.search.runner import SearchSummary
+    from autodistill.search.runner import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ __all__ = ["STAGES", "chosen_students", "confirm_profile", "stage_confirm", "sta
 STAGES = ("search", "distill", "export", "glue", "confirm", "report")
 
 
-def stage_search(ctx: RunContext) -> SearchSummary:
+def stage_search(ctx: RunContext) -> RunSummary:
     """Model exploration: flash-distil the searcher's proposals until the budget is met."""
     from autodistill.executors import TaskEvaluator, make_executor
     from autodistill.search.runner import make_searcher, run_search
@@ -217,10 +217,11 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
     with TrialStore(ctx.folder.store_dir, create=False, readonly=True) as st:
         done = [t for t in st.trials() if t.finished]
         ref = st.reference_point()  # the one the search logged its hypervolume against
-    points = tuple(TrialPoint(t.accuracy, t.latency_s) for t in done if t.ok and t.latency_s)
+    points = tuple(TrialPoint(t.accuracy, t.latency_s) for t in done
+                   if t.ok and t.accuracy is not None and t.latency_s)
     hv: tuple[float, ...] = ()
     if ref is not None and done:
-        acc = [t.accuracy if t.ok else float("nan") for t in done]
+        acc = [t.accuracy if t.ok and t.accuracy is not None else float("nan") for t in done]
         lat = [t.latency_s if t.latency_s else float("nan") for t in done]
         hv = tuple(float(x) for x in hypervolume_curve(acc, lat, ref[0], ref[1]))
     conf = ctx.folder.confirm()

@@ -53,6 +53,7 @@ class PoolSearcher:
         self._obs: dict[int, Observation] = {}  # by trial id
         self._pending: dict[bytes, int] = {}  # arch key -> pool index (-1 outside)
         self._used = np.zeros(len(pool), dtype=bool)  # observed, failed or pending
+        self._latency_s: np.ndarray = pool.latency_s
         self._log_latency = np.log(pool.latency_s)
 
     # ---------------------------------------------------------------- telling
@@ -74,7 +75,7 @@ class PoolSearcher:
         ok = trial.ok
         self._obs[trial.trial_id] = Observation(
             key=key, pool_index=idx, features=trial.arch.features(),
-            accuracy=float(trial.accuracy) if ok else None,
+            accuracy=float(trial.accuracy) if ok and trial.accuracy is not None else None,
             measured_latency_s=(float(trial.measured_latency_s) if ok and trial.measured_latency_s is not None
                                 and math.isfinite(trial.measured_latency_s) else None),
             failed=not ok,
@@ -148,7 +149,7 @@ class PoolSearcher:
             arch = self.pool.arch(i)
             self._pending[arch.features().tobytes()] = i
             info = extra[j] if extra else {}
-            out.append(Suggestion(arch=arch, pool_index=i, latency_s=float(self.pool.latency_s[i]),
+            out.append(Suggestion(arch=arch, pool_index=i, latency_s=float(self._latency_s[i]),
                                   num_parameters=int(self.pool.num_parameters[i]), **info))
         return out
 

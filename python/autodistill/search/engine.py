@@ -48,7 +48,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ from autodistill.search.base import PoolSearcher
 from autodistill.search.kernel import ensure_fused_kernel
 from autodistill.search.pareto import objective_matrix, pareto_mask
 from autodistill.space import CandidatePool, num_parameters_batch
+
+if TYPE_CHECKING:
+    from autodistill.costmodel import CostModel
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +164,7 @@ class SearchEngine(PoolSearcher):
         self._enc = pool.encoded
         self._design = self._stratified(config.n_initial, np.random.default_rng([config.seed & 0xFFFFFFFF, 17]))
         self.last_timings = StepTimings()
-        self._cost_model = None
+        self._cost_model: CostModel | None = None
         self._ll_lo, self._ll_hi = pool.log_latency_bounds
 
     # ---------------------------------------------------------------- proposals
@@ -206,6 +209,8 @@ class SearchEngine(PoolSearcher):
         if self._cost_model is None:
             from autodistill.costmodel import CostModel
             from autodistill.hardware import load_profile
+            if self.pool.profile is None:
+                raise SearchError("the candidate pool has no latency profile; build it with one")
             self._cost_model = CostModel(load_profile(self.pool.profile), self.pool.dtype)
         return self._cost_model.estimate_batch(feats, self.pool.batch, self.pool.seq)
 
@@ -285,12 +290,12 @@ class SearchEngine(PoolSearcher):
             Y = torch.tensor(acc, dtype=_DTYPE).unsqueeze(-1)
             t0 = time.perf_counter()
             acc_model = self._fit_gp(X, Y)
-            resid = [(j, o) for j, o in enumerate(obs) if o.measured_latency_s is not None]
+            resid = [(j, o.measured_latency_s) for j, o in enumerate(obs) if o.measured_latency_s is not None]
             model: Any = acc_model
             use_resid = cfg.latency_residual and len(resid) >= cfg.min_residual_observations
             if use_resid:
                 jr = [j for j, _ in resid]
-                Yr = torch.tensor([math.log(o.measured_latency_s) - ll_obs[j] for j, o in resid],
+                Yr = torch.tensor([math.log(m) - ll_obs[j] for j, m in resid],
                                   dtype=_DTYPE).unsqueeze(-1)
                 res_model = self._fit_gp(X[jr], Yr)
                 model = ModelListGP(acc_model, res_model)

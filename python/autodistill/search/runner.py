@@ -157,15 +157,14 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
     pool = pool or build_pool(space, profile, max_candidates=max_candidates)
     if searcher is None:
         searcher = make_searcher("engine", pool)
-    own_store = not isinstance(store, TrialStore)
-    db_path = resolve_store_path(store) if own_store else store.db_path
+    db_path = store.db_path if isinstance(store, TrialStore) else resolve_store_path(store)
     with _store_lock(db_path):
-        st = TrialStore(store) if own_store else store
+        st = store if isinstance(store, TrialStore) else TrialStore(store)
         try:
             return _run(st, space, pool, searcher, evaluator, budget, batch_size, workers, max_consecutive_failures,
                         progress, on_trial, COST_MODEL_VERSION, t_run)
         finally:
-            if own_store:
+            if st is not store:  # opened here
                 st.close()
 
 
@@ -227,9 +226,9 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                 archs = {t.trial_id: t.arch for t in leftover[:batch_size]}
                 leftover = leftover[batch_size:]
             else:
-                k = min(batch_size, budget - completed)
+                n_new = min(batch_size, budget - completed)
                 t0 = time.perf_counter()
-                sugg = searcher.suggest_detailed(k)
+                sugg = searcher.suggest_detailed(n_new)
                 dt = time.perf_counter() - t0
                 suggest_total += dt
                 batch_ids = st.add_proposals(sugg, suggest_s=dt, cost_model_version=cm_version)

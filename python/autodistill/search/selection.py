@@ -18,10 +18,10 @@ def pareto_layers(trials: Sequence[T], k: int) -> list[T]:
     Only completed trials with a latency count. The first front is always taken whole; later fronts
     fill the remaining places in order of accuracy.
     """
-    rest = [t for t in trials if t.ok and t.latency_s]
+    rest = [t for t in trials if t.ok and t.latency_s]  # so accuracy and latency_s are set (the "or 0.0" never applies)
     if not rest or k <= 0:
         return []
-    ranks = nondominated_ranks(objective_matrix([t.accuracy for t in rest], [t.latency_s for t in rest]))
+    ranks = nondominated_ranks(objective_matrix([t.accuracy or 0.0 for t in rest], [t.latency_s or 0.0 for t in rest]))
     out: list[T] = []
     for r in range(int(ranks.max()) + 1):
         if len(out) >= k:

@@ -25,7 +25,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,7 @@ class TrialStore:
     def __repr__(self) -> str:
         return f"TrialStore({str(self.db_path)!r})"
 
-    def _write(self, sql: str, params: Sequence[Any] | Iterable[Sequence[Any]] = (),
+    def _write(self, sql: str, params: Any = (),
                many: bool = False) -> sqlite3.Cursor:
         with self._lock:
             try:
