@@ -8,6 +8,12 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+#: Hypothesis budgets: ``AUTODISTILL_HYPOTHESIS`` names a profile (default ``ci``). A property test asks
+#: for a multiple of the profile's ``max_examples`` (`strategies.examples`), so ``ci`` runs the counts the
+#: suite always ran, ``dev`` a tenth of them and ``thorough`` ten times as many.
+HYPOTHESIS_ENV = "AUTODISTILL_HYPOTHESIS"
+HYPOTHESIS_PROFILES = {"dev": 10, "ci": 100, "thorough": 1000}
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -36,3 +42,20 @@ def private_kernel_dir(tmp_path: Path) -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     # Keep JAX on the CPU and quiet in tests, whatever the machine has.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    _load_hypothesis_profile()
+
+
+def _load_hypothesis_profile() -> None:
+    """Register the budgets of `HYPOTHESIS_PROFILES` and load the one ``$AUTODISTILL_HYPOTHESIS`` names
+    (before any test module is imported, so their ``@settings`` see it); an unknown name stops the run."""
+    from hypothesis import settings
+
+    from autodistill.errors import choices_message
+
+    for name, n in HYPOTHESIS_PROFILES.items():
+        settings.register_profile(name, max_examples=n)
+    name = os.environ.get(HYPOTHESIS_ENV, "").strip() or "ci"
+    if name not in HYPOTHESIS_PROFILES:
+        raise pytest.UsageError(f"{HYPOTHESIS_ENV}: " + choices_message("hypothesis profile", name,
+                                                                          HYPOTHESIS_PROFILES))
+    settings.load_profile(name)

@@ -1,9 +1,15 @@
-"""Hypothesis strategies for valid student architectures."""
+"""Hypothesis strategies for valid student architectures, and the tests' example budgets."""
 from __future__ import annotations
 
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 
 from autodistill.arch import ACTIVATIONS, StudentArch
+
+
+def examples(weight: float) -> int:
+    """``weight`` x the loaded hypothesis profile's ``max_examples`` (at least 1): a test's budget,
+    scaled by ``$AUTODISTILL_HYPOTHESIS`` (see ``conftest.py``; ``ci``, the default, gives 100 x weight)."""
+    return max(1, round(weight * settings.default.max_examples))
 
 
 @st.composite

@@ -17,7 +17,7 @@ from autodistill.arch import (
 )
 from autodistill.errors import ArchError
 
-from strategies import student_archs
+from strategies import examples, student_archs
 
 
 def _hf_count(arch: StudentArch) -> int:
@@ -105,7 +105,7 @@ def test_invalid_arch_is_a_clear_error(changes: dict, match: str) -> None:
         dataclasses.replace(reference_arch("mobilebert"), **changes)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(2), deadline=None)
 @given(student_archs())
 def test_feature_round_trip(arch: StudentArch) -> None:
     row = arch.features()

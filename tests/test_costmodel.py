@@ -25,7 +25,7 @@ from autodistill.hardware import (
     load_profile,
 )
 
-from strategies import student_archs
+from strategies import examples, student_archs
 
 PROFILES = [load_profile(n) for n in ("tpu_v4i", "tpu_v4", "tpu_v3", "a100", "h100", "cpu_generic")]
 
@@ -50,7 +50,7 @@ def profiles(draw):
 workloads = st.tuples(st.integers(1, 64), st.integers(1, 1024))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(student_archs(), profiles(), workloads, st.booleans())
 def test_cpp_equals_python_reference(arch, prof_dtype, wl, mlm) -> None:
     prof, dtype = prof_dtype
@@ -72,7 +72,7 @@ def test_cpp_equals_python_reference(arch, prof_dtype, wl, mlm) -> None:
     assert batch_est[0] == pytest.approx(est.latency_s, rel=1e-12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(3), deadline=None)
 @given(student_archs(), profiles(), workloads, st.booleans())
 def test_roofline_bounds_and_breakdown_sum(arch, prof_dtype, wl, mlm) -> None:
     prof, dtype = prof_dtype
@@ -95,7 +95,7 @@ def test_roofline_bounds_and_breakdown_sum(arch, prof_dtype, wl, mlm) -> None:
         assert o.latency_s >= slack * max(o.compute_s, o.vector_s, o.memory_s) * (1 - 1e-12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(2), deadline=None)
 @given(student_archs(), profiles(), workloads, st.booleans())
 def test_sum_roofline_adds_the_terms_and_bounds_max(arch, prof_dtype, wl, mlm) -> None:
     """The same profile with roofline "sum" is never faster than with "max", op by op and in total."""
@@ -135,7 +135,7 @@ def _lat(arch, prof, batch=1, seq=128):
     return CostModel(prof).latency_s(arch, batch, seq)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(2), deadline=None)
 @given(student_archs(max_layers=24, max_width=1024), st.sampled_from(PROFILES), st.integers(1, 24),
        workloads)
 def test_monotone_in_layers(arch, prof, extra, wl) -> None:
@@ -143,7 +143,7 @@ def test_monotone_in_layers(arch, prof, extra, wl) -> None:
     assert _lat(deeper, prof, *wl) >= _lat(arch, prof, *wl)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(2), deadline=None)
 @given(student_archs(max_layers=24, max_width=1024), st.sampled_from(PROFILES), st.integers(2, 3), workloads)
 def test_monotone_in_width(arch, prof, k, wl) -> None:
     w = dict(hidden_size=arch.hidden_size * k, intra_bottleneck_size=arch.intra_bottleneck_size * k,
@@ -158,7 +158,7 @@ def test_monotone_in_width(arch, prof, k, wl) -> None:
         assert _lat(one, prof, *wl) >= _lat(arch, prof, *wl)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(2), deadline=None)
 @given(student_archs(max_layers=24, max_width=1024), st.sampled_from(PROFILES), st.integers(1, 16),
        st.integers(1, 512), st.integers(1, 512))
 def test_monotone_in_sequence_length(arch, prof, batch, seq, extra) -> None:

@@ -194,3 +194,73 @@ def test_one_latency_objective_prices_the_pool_and_the_report() -> None:
     cfg1 = load_config()
     _, pool1 = load_space_and_pool(cfg1)
     np.testing.assert_allclose(latency_objective(cfg1, pool1).latency_s(pool1.features[:5]), pool1.latency_s[:5])
+
+
+# ------------------------------------------------------------------------------------------------- run() end to end
+TINY_SPACE = {
+    "name": "tiny", "base": "mobilebert",
+    "fields": {"num_hidden_layers": {"choices": [1, 2]}, "hidden_size": {"choices": [16, 32]},
+               "intra_bottleneck_size": {"choices": [8, 16]}, "num_attention_heads": {"choices": [1, 2]},
+               "intermediate_size": {"choices": [16, 32]}},
+    "tied": {"embedding_size": "intra_bottleneck_size"},
+    "constraints": {"relations": ["intra_bottleneck_size <= hidden_size"]},
+    "objective": {"profile": "tpu_v4i", "batch": 1, "seq": 32},
+}
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` (the search store aside): (size, mtime in ns), by relative path."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "state.json" and "search" not in p.relative_to(root).parts}
+
+
+def test_run_end_to_end_on_a_tiny_config_then_a_resume_redoes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """`run()` as the CLI calls it: 2 trials of 2 flash steps, full distillation of 2 steps, stop after
+    distill; the same call again trains nothing, adds no trial and rewrites no student file."""
+    from autodistill.distill import full as full_mod
+    from autodistill.distill.evaluator import FlashDistillEvaluator
+    from autodistill.run import run
+    from autodistill.search.store import TrialStore
+
+    from test_distill_support import make_teacher_folder, tiny_docs
+
+    teacher = make_teacher_folder(tmp_path / "teacher")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, d in enumerate(tiny_docs()[:12]):
+        (corpus / f"doc{i:02d}.txt").write_text(d.text)
+    # kt_fraction 0: one compiled train step per student instead of two (XLA compiles are most of the time;
+    # layer-wise transfer has its own tests in test_distill_flash/full)
+    cfg = load_config(overrides={
+        "run": {"name": "tiny"}, "teacher": {"path": str(teacher)},
+        "data": {"corpus": [str(corpus)], "seq_len": 32, "heldout_fraction": 0.2, "max_heldout_sequences": 16},
+        "search": {"space": TINY_SPACE, "profile": "tpu_v4i", "budget": 2, "batch_size": 1},
+        "flash": {"steps": 2, "batch_size": 4, "kt_fraction": 0.0},
+        "full": {"steps": 2, "batch_size": 4, "top_k": 1, "baseline": "none", "kt_fraction": 0.0}})
+    out = tmp_path / "run"
+    res = run(cfg, out, progress=False, stop_after="distill")
+    assert res.stages_run == ("search", "distill")
+    folder = RunFolder(out)
+    st = folder.state()
+    assert st.done("search") and st.done("distill") and not st.done("export")
+    with TrialStore(folder.store_dir, create=False, readonly=True) as store:
+        trials = [(t.trial_id, t.status, t.accuracy, t.latency_s, t.arch) for t in store.trials()]
+    assert [s for _, s, *_ in trials] == ["completed", "completed"]
+    recs = folder.students()
+    assert len(recs) == 1 and recs[0].ready and recs[0].steps == 2 and recs[0].trial_id in {t[0] for t in trials}
+    assert list(folder.checkpoint_dir(recs[0].name).iterdir())  # the full distillation's checkpoint
+    files = _files(out)
+    assert any(k.endswith("result.json") for k in files)
+
+    # Resume: every stage finds its work done. Training anything now fails the test.
+    def no_training(*a, **k):
+        raise AssertionError("the resume trained a model")
+
+    monkeypatch.setattr(FlashDistillEvaluator, "evaluate", no_training)
+    monkeypatch.setattr(full_mod, "full_distill", no_training)
+    res2 = run(cfg, out, progress=False, stop_after="distill")
+    assert res2.stages_run == ("search", "distill")
+    with TrialStore(folder.store_dir, create=False, readonly=True) as store:
+        assert [(t.trial_id, t.status, t.accuracy, t.latency_s, t.arch) for t in store.trials()] == trials
+    assert folder.students() == recs
+    assert _files(out) == files  # no student record, checkpoint or cache file written again

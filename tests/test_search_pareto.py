@@ -17,6 +17,8 @@ from autodistill.search.pareto import (
     reference_point,
 )
 
+from strategies import examples
+
 
 def brute_mask(Y: np.ndarray) -> np.ndarray:
     n = len(Y)
@@ -50,21 +52,21 @@ def brute_hv(Y: np.ndarray, ref: np.ndarray) -> float:
 coords = st.integers(min_value=0, max_value=6).map(float)  # few values: many ties and duplicates
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(1.5), deadline=None)
 @given(st.lists(st.tuples(coords, coords), min_size=0, max_size=25))
 def test_pareto_mask_2d_matches_brute_force(pts):
     Y = np.array(pts, dtype=float).reshape(-1, 2)
     assert np.array_equal(pareto_mask(Y), brute_mask(Y))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(0.6), deadline=None)
 @given(st.lists(st.tuples(coords, coords, coords), min_size=1, max_size=20))
 def test_pareto_mask_3d_matches_brute_force(pts):
     Y = np.array(pts, dtype=float)
     assert np.array_equal(pareto_mask(Y), brute_mask(Y))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(1.5), deadline=None)
 @given(st.lists(st.tuples(coords, coords), min_size=0, max_size=25), st.tuples(coords, coords))
 def test_hypervolume_matches_brute_force(pts, ref):
     Y = np.array(pts, dtype=float).reshape(-1, 2)

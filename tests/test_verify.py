@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -41,23 +42,62 @@ def test_within_tolerance_keeps_the_profile() -> None:
     assert rep.summary()["within_10pct_after"] == 1.0
 
 
-def test_large_errors_trigger_a_recalibration_that_must_help() -> None:
-    prof = load_profile("cpu_generic")  # spec-only: far from this machine's truth below
+def _twice_the_estimates(prof):
+    """Measurements of `_students` at b1 x s64 that take twice what ``prof`` estimates: every error is -50%."""
     cm = CostModel(prof, "fp32")
-    rows = [{"latency_s": cm.latency_s(a, 1, 64) * 2.0} for _, a in _students()]
+    return [{"latency_s": cm.latency_s(a, 1, 64) * 2.0} for _, a in _students()]
+
+
+def _spy_on_recalibrate(monkeypatch, replace=None) -> list:
+    """Record each call of `autodistill.calibration.recalibrate` from `confirm` (its observations);
+    ``replace(profile, obs, **kw)`` stands in for the refit when given."""
+    import autodistill.calibration as calibration
+
+    real, calls = calibration.recalibrate, []
+
+    def spy(profile, obs, **kw):
+        calls.append(list(obs))
+        return (replace or real)(profile, obs, **kw)
+
+    monkeypatch.setattr(calibration, "recalibrate", spy)
+    return calls
+
+
+def test_large_errors_trigger_a_recalibration_that_must_help(monkeypatch) -> None:
+    prof = load_profile("cpu_generic")
+    rows = _twice_the_estimates(prof)
+    calls = _spy_on_recalibrate(monkeypatch)
     rep = confirm(_students(), prof, batch=1, seq=64, tolerance=0.10, measurements=rows, anchors=0)
+    assert all(c.error == pytest.approx(-0.5) for c in rep.students)  # the constructed 2x error
+    # the recalibration branch ran on the three measurements, and its refit was kept because it helped
+    assert len(calls) == 1 and [o["latency_s"] for o in calls[0]] == [r["latency_s"] for r in rows]
+    assert rep.recalibrated is not None and rep.recalibrated.name == "cpu_generic_recalibrated" and rep.note == ""
     s = rep.summary()
-    if rep.recalibrated is not None:
-        assert s["mape_after"] < s["mape_before"]
-        assert rep.recalibrated.name == "cpu_generic_recalibrated"
-    else:
-        assert "did not help" in rep.note
+    assert s["recalibrated"] == 1.0 and s["mape_before"] == pytest.approx(0.5)
+    assert s["mape_after"] < s["mape_before"] / 2 and s["within_10pct_after"] > s["within_10pct_before"] == 0.0
+    cm2 = CostModel(rep.recalibrated, "fp32")
+    for c in rep.students:  # the students are re-estimated with the refitted profile
+        assert c.recal_latency_s == pytest.approx(cm2.latency_s(c.arch, 1, 64))
+        assert abs(c.final_error) < abs(c.error)
     with pytest.raises(ConfigError, match="2 measurements for 3 students"):
         confirm(_students(), prof, measurements=rows[:2], anchors=0)
     with pytest.raises(ConfigError, match="tolerance=0 must be in"):
         confirm(_students(), prof, tolerance=0, measurements=rows)
     with pytest.raises(ConfigError, match="anchors=-1 must be >= 0"):
         confirm(_students(), prof, measurements=rows, anchors=-1)
+
+
+def test_a_recalibration_that_does_not_help_is_refused(monkeypatch) -> None:
+    prof = load_profile("cpu_generic")
+    rows = _twice_the_estimates(prof)
+    # a refit that changes nothing: the error stays at 50%, so the profile as given is kept
+    calls = _spy_on_recalibrate(monkeypatch, replace=lambda p, obs, **kw: dataclasses.replace(p, name=kw["name"]))
+    rep = confirm(_students(), prof, batch=1, seq=64, tolerance=0.10, measurements=rows, anchors=0)
+    assert len(calls) == 1
+    assert rep.recalibrated is None and rep.note.startswith("recalibration did not help (mean |error| 50.0% -> 50.0%)")
+    assert all(c.recal_latency_s is None and c.final_error == c.error for c in rep.students)
+    s = rep.summary()
+    assert s["recalibrated"] == 0.0 and s["mape_after"] == s["mape_before"] == pytest.approx(0.5)
 
 
 def _profile_with_table(tmp_path, students):
@@ -99,27 +139,33 @@ def test_drift_check_median_and_round_trip() -> None:
     assert DriftCheck(()).ratio != DriftCheck(()).ratio  # nan: nothing re-timed
 
 
-def test_a_given_drift_is_reported_and_its_anchors_join_the_refit() -> None:
+def test_a_given_drift_is_reported_and_its_anchors_join_the_refit(monkeypatch) -> None:
     prof = load_profile("cpu_generic")
     cm = CostModel(prof, "fp32")
-    rows = [{"latency_s": cm.latency_s(a, 1, 64) * 2.0} for _, a in _students()]
-    anchors = tuple(Anchor(f"x{b}", reference_arch("tinybert-4"), b, 32, 1.0, 2.0 * cm.latency_s(
-        reference_arch("tinybert-4"), b, 32)) for b in (2, 8))
+    rows = _twice_the_estimates(prof)
+    # anchors the profile priced right at calibration time (then_s), re-timed now at twice that: drift 2.0
+    tb4 = reference_arch("tinybert-4")
+    anchors = tuple(Anchor(f"x{b}", tb4, b, 32, cm.latency_s(tb4, b, 32), 2.0 * cm.latency_s(tb4, b, 32))
+                    for b in (2, 8))
+    calls = _spy_on_recalibrate(monkeypatch)
     rep = confirm(_students(), prof, batch=1, seq=64, measurements=rows, drift=DriftCheck(anchors))
     s = rep.summary()
-    assert s["drift_anchors"] == 2 and s["drift_ratio"] > 0 and rep.drift.anchors == anchors
+    assert s["drift_anchors"] == 2 and s["drift_ratio"] == pytest.approx(2.0) and rep.drift.anchors == anchors
     assert s["within_10pct_before"] == 0.0
-    ratio = DriftCheck(anchors).ratio
     for c in rep.students:  # the drift-corrected estimate is the profile's scaled by the anchors' median ratio
-        assert c.drift_latency_s == pytest.approx(c.est_latency_s * ratio)
-        assert c.drift_error == pytest.approx(c.est_latency_s * ratio / c.measured_latency_s - 1)
+        assert c.drift_latency_s == pytest.approx(c.est_latency_s * 2.0)
+        assert c.drift_error == pytest.approx(c.est_latency_s * 2.0 / c.measured_latency_s - 1) == pytest.approx(0)
     assert s["mape_drift_corrected"] == pytest.approx(
         sum(abs(c.drift_error) for c in rep.students) / len(rep.students))
-    if rep.recalibrated is not None:  # the refit saw the anchors: their estimates move toward the re-timed values
-        cm2 = CostModel(rep.recalibrated, "fp32")
-        for x in anchors:
-            assert abs(cm2.latency_s(x.arch, x.batch, x.seq) / x.now_s - 1) < abs(
-                cm.latency_s(x.arch, x.batch, x.seq) / x.now_s - 1)
+    # the refit ran on the three students and the two re-timed anchors, and was kept
+    assert len(calls) == 1 and len(calls[0]) == 5
+    assert [(o["batch"], o["seq"], o["latency_s"]) for o in calls[0][3:]] == [(x.batch, x.seq, x.now_s)
+                                                                              for x in anchors]
+    assert rep.recalibrated is not None and s["recalibrated"] == 1.0 and s["mape_after"] < s["mape_before"]
+    cm2 = CostModel(rep.recalibrated, "fp32")
+    for x in anchors:  # the refit saw the anchors: their estimates move toward the re-timed values
+        assert abs(cm2.latency_s(x.arch, x.batch, x.seq) / x.now_s - 1) < abs(
+            cm.latency_s(x.arch, x.batch, x.seq) / x.now_s - 1)
 
 
 def test_measuring_students_and_anchors_in_one_pinned_child_process(tmp_path) -> None:
