@@ -7,7 +7,7 @@ import pytest
 
 from autodistill.cli import main
 
-from test_distill_support import make_teacher_folder, tiny_docs
+from distill_support import make_teacher_folder, tiny_docs
 
 
 def _run(capsys, *argv: str) -> tuple[int, str]:

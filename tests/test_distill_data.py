@@ -16,7 +16,7 @@ from autodistill.distill.data import (
 )
 from autodistill.errors import DistillError
 
-from test_distill_support import make_teacher_folder, tiny_docs
+from distill_support import make_teacher_folder, tiny_docs
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from autodistill.distill.teacher import load_teacher
 from autodistill.errors import DistillError
 from autodistill.models import StudentModel, init_params, load_hf_folder
 
-from test_distill_support import flash_config, make_data, make_teacher_folder, tiny_student
+from distill_support import flash_config, make_data, make_teacher_folder, tiny_student
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")

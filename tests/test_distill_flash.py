@@ -19,7 +19,7 @@ from autodistill.distill.flash import FlashResult, flash_distill, flash_train, k
 from autodistill.distill.teacher import TeacherCache, load_teacher
 from autodistill.errors import DistillError
 
-from test_distill_support import flash_config, make_data, make_teacher_folder, tiny_student
+from distill_support import flash_config, make_data, make_teacher_folder, tiny_student
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,158 @@ def test_losses_basic_properties() -> None:
     labels = jnp.argmax(logits, -1)
     loss, correct = L.mlm_loss(logits, labels, w.at[0, 0].set(0))
     assert float(correct) == 5.0 and float(loss) > 0
+
+
+# ---------------------------------------------------------------------------- the step functions, called alone
+def _step_setup(teacher, data, *, layers: int = 2, proj: bool = True, seed: int = 0):
+    """A `StepSpec` (live teacher), a fresh train tree and one batch, built without an engine."""
+    from autodistill.distill import engine as E
+    from autodistill.models import StudentModel, init_params
+
+    arch = tiny_student(teacher.arch.vocab_size, layers=layers)
+    k_student, k_proj = jax.random.split(jax.random.PRNGKey(seed))
+    aux = {}
+    if proj:
+        ht = teacher.arch.hidden_size
+        aux["proj"] = {"kernel": jax.random.normal(k_proj, (layers, arch.hidden_size, ht)) / 4.0,
+                       "bias": jnp.zeros((layers, ht))}
+    train = {"params": init_params(StudentModel(arch=arch, mlm_head=True), k_student), "aux": aux}
+    spec = E.StepSpec(arch=arch, teacher_arch=teacher.arch, groups=E.param_groups(train), proj=proj,
+                      live_teacher=True, topk=16)
+    batch = {k: jnp.asarray(v) for k, v in data.train_batch(0, 4, 0).arrays().items()}
+    return E, spec, train, batch
+
+
+def _opt_state(tx, spec, train):
+    import functools
+    import operator
+
+    return {name: tx.init(functools.reduce(operator.getitem, path, train)) for name, path in spec.groups}
+
+
+def _copy(tree):
+    return jax.tree.map(lambda x: np.array(x, copy=True), tree)  # the steps donate their state
+
+
+def test_pd_step_alone_lowers_the_loss_on_a_batch(teacher, data) -> None:
+    from autodistill.distill.optim import make_optimizer
+
+    E, spec, train, batch = _step_setup(teacher, data, proj=False)
+    tx = make_optimizer("adamw", 3e-3, 0, 10, clip_norm=None)
+    state = {"train": train, "opt": _opt_state(tx, spec, train)}
+    losses = []
+    for _ in range(6):
+        state, loss, parts = E.pd_step(state, teacher.params, batch, spec=spec, tx=tx)
+        losses.append(float(loss))
+        assert set(parts) == {"mlm", "kd"}
+        assert float(loss) == pytest.approx(0.5 * float(parts["mlm"]) + 0.5 * float(parts["kd"]), rel=1e-5)
+    assert losses[-1] < losses[0], losses
+    # the loss piece alone gives the first step's loss
+    _, spec2, train2, _ = _step_setup(teacher, data, proj=False)
+    t_vals, t_ids = E.teacher_topk(teacher.arch, teacher.params, batch, spec2.topk)
+    assert t_vals.shape == batch["mlm_positions"].shape + (16,)
+    total, _ = E.pd_loss(spec2, train2, batch, t_vals, t_ids)
+    assert float(total) == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_kt_step_alone_trains_only_its_block_and_projection_row(teacher, data) -> None:
+    from autodistill.distill.optim import make_optimizer
+
+    E, spec, train, batch = _step_setup(teacher, data)
+    tx = make_optimizer("adamw", 1e-2, 0, 10, clip_norm=None)
+    state = {"train": train, "opt": _opt_state(tx, spec, train)}
+    before = _copy(train)
+    losses = []
+    for _ in range(4):
+        state, loss, parts = E.kt_step(state, teacher.params, batch, jnp.int32(1), jnp.int32(1), spec=spec, tx=tx)
+        losses.append(float(loss))
+        assert set(parts) == {"feature", "attention"}
+    assert losses[-1] < losses[0], losses
+    after = _copy(state["train"])
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    p0, p1 = before["params"], after["params"]
+    assert same(p0["embeddings"], p1["embeddings"]) and same(p0["cls"], p1["cls"])
+    assert same(p0["encoder"]["layer_0"], p1["encoder"]["layer_0"])  # frozen lower block
+    assert not same(p0["encoder"]["layer_1"], p1["encoder"]["layer_1"])
+    k0, k1 = before["aux"]["proj"]["kernel"], after["aux"]["proj"]["kernel"]
+    assert np.array_equal(k0[0], k1[0]) and not np.array_equal(k0[1], k1[1])  # only stage 1's projection row
+    # the active groups and masks the step uses
+    act = E.kt_active(spec.groups, 1, freeze_lower=True)
+    assert act == {"embeddings": False, "layer_0": False, "layer_1": True, "cls": False, "aux_proj": True}
+    assert E.kt_active(spec.groups, 1, freeze_lower=False)["layer_0"] is True
+    np.testing.assert_array_equal(E.proj_rows(2, 1)["bias"], [[0.0], [1.0]])
+
+
+def test_apply_grouped_clips_then_updates_active_groups(teacher, data) -> None:
+    import optax
+
+    E, spec, train, _ = _step_setup(teacher, data, proj=False)
+    tx = optax.sgd(1.0)
+    state = {"train": train, "opt": _opt_state(tx, spec, train)}
+    grads = jax.tree.map(jnp.ones_like, train)
+    n = sum(x.size for x in jax.tree.leaves(train))
+    active = {name: name == "layer_0" for name, _ in spec.groups}
+    new = E.apply_grouped(tx, _copy(state), grads, active, {}, groups=spec.groups, clip_norm=1.0)
+    w0 = np.asarray(train["params"]["encoder"]["layer_0"]["attention"]["self"]["query"]["kernel"])
+    w1 = np.asarray(new["train"]["params"]["encoder"]["layer_0"]["attention"]["self"]["query"]["kernel"])
+    np.testing.assert_allclose(w0 - w1, 1.0 / math.sqrt(n), rtol=1e-5)  # unit gradients scaled to norm 1
+    e0, e1 = (np.asarray(t["params"]["embeddings"]["word_embeddings"]["embedding"]) for t in (train, new["train"]))
+    np.testing.assert_array_equal(e0, e1)
+
+
+def test_eval_step_matches_a_hand_computation(teacher, data) -> None:
+    from autodistill.models import StudentModel
+
+    E, spec, train, _ = _step_setup(teacher, data, proj=False, seed=3)
+    b = data.heldout_batches(8)[0].arrays()
+    res = E.eval_step(train, {k: jnp.asarray(v) for k, v in b.items()}, spec=spec)
+    out = StudentModel(arch=spec.arch, mlm_head=True).apply(
+        {"params": train["params"]}, b["input_ids"], token_type_ids=b["token_type_ids"],
+        attention_mask=b["attention_mask"])
+    logits = np.take_along_axis(np.asarray(out.logits, np.float64), b["mlm_positions"][..., None], axis=1)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, b["mlm_labels"][..., None], axis=-1)[..., 0]
+    w = b["mlm_weights"].astype(np.float64)
+    assert float(res["count"]) == pytest.approx(w.sum())
+    assert float(res["loss_sum"]) == pytest.approx(float((nll * w).sum()), rel=1e-4)
+    assert float(res["correct"]) == float(((logits.argmax(-1) == b["mlm_labels"]) * w).sum())
+
+
+def test_recipes_share_fields_defaults_and_checks() -> None:
+    import dataclasses
+
+    from autodistill.distill.flash import DistillRecipe, FlashConfig
+    from autodistill.distill.full import FullConfig
+
+    flash, full = FlashConfig(), FullConfig()
+    assert isinstance(flash, DistillRecipe) and isinstance(full, DistillRecipe)
+    common = {f.name for f in dataclasses.fields(DistillRecipe)}
+    assert {f.name for f in dataclasses.fields(FlashConfig)} == common
+    assert {f.name for f in dataclasses.fields(FullConfig)} - common == {"schedule", "eval_every",
+                                                                          "checkpoint_every", "keep_checkpoints"}
+    own = {"kt_steps", "pd_steps", "batch_size", "optimizer", "pd_lr", "pd_lr_width_ref", "warmup_steps"}
+    assert {k for k in common if getattr(flash, k) != getattr(full, k)} == own
+    assert (flash.kt_steps, flash.pd_steps, flash.optimizer, flash.pd_lr_width_ref) == (60, 120, "adamw", 128)
+    assert (full.kt_steps, full.pd_steps, full.optimizer, full.pd_lr_width_ref) == (2000, 10000, "lamb", None)
+    for cls in (FlashConfig, FullConfig):
+        name = cls.__name__
+        with pytest.raises(DistillError, match=f"^{name}.kt_lr=0 must be a finite number > 0$"):
+            cls(kt_lr=0)
+        with pytest.raises(DistillError, match=f"^{name}.batch_size=0 must be a positive integer$"):
+            cls(batch_size=0)
+        with pytest.raises(DistillError, match=f"^{name}.warmup_steps=-1 must be an integer >= 0$"):
+            cls(warmup_steps=-1)
+        with pytest.raises(DistillError, match=f"^{name} needs kt_steps"):
+            cls(kt_steps=0, pd_steps=0)
+        with pytest.raises(DistillError, match="pd_lr_width_ref=True must be a positive integer or None"):
+            cls(pd_lr_width_ref=True)
+        with pytest.raises(DistillError, match="head_init"):
+            cls(head_init="zeros")
+    with pytest.raises(DistillError, match="^FullConfig.keep_checkpoints=0 must be a positive integer$"):
+        FullConfig(keep_checkpoints=0)
+    with pytest.raises(TypeError):
+        FlashConfig(1)  # keyword arguments only
 
 
 def test_flash_cached_equals_live_and_learns(teacher, data, cache) -> None:
@@ -194,9 +346,10 @@ _SHARDED = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     import jax
     import numpy as np
-    from autodistill.distill.flash import data_mesh, flash_distill, flash_train
+    from autodistill.distill.engine import data_mesh
+    from autodistill.distill.flash import flash_distill, flash_train
     from autodistill.distill.teacher import load_teacher
-    from test_distill_support import flash_config, make_data, tiny_student
+    from distill_support import flash_config, make_data, tiny_student
     assert len(jax.devices()) == 2
     teacher = load_teacher(sys.argv[1])
     data = make_data(teacher)

@@ -12,7 +12,7 @@ from autodistill.distill.full import FullConfig, full_distill, latest_step, load
 from autodistill.distill.teacher import load_teacher
 from autodistill.errors import DistillError
 
-from test_distill_support import make_data, make_teacher_folder, tiny_student
+from distill_support import make_data, make_teacher_folder, tiny_student
 
 
 @pytest.fixture(scope="module")

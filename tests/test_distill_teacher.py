@@ -18,7 +18,7 @@ from autodistill.distill.teacher import (
 )
 from autodistill.errors import DistillError
 
-from test_distill_support import make_data, make_teacher_folder
+from distill_support import make_data, make_teacher_folder
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from autodistill.errors import ConfigError, DistillError
 from autodistill.run import load_config, run
 
-from test_distill_support import make_teacher_folder, tiny_docs
+from distill_support import make_teacher_folder, tiny_docs
 
 TINY_SPACE = """
 name = "tiny"

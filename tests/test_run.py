@@ -222,7 +222,7 @@ def test_run_end_to_end_on_a_tiny_config_then_a_resume_redoes_nothing(tmp_path: 
     from autodistill.run import run
     from autodistill.search.store import TrialStore
 
-    from test_distill_support import make_teacher_folder, tiny_docs
+    from distill_support import make_teacher_folder, tiny_docs
 
     teacher = make_teacher_folder(tmp_path / "teacher")
     corpus = tmp_path / "corpus"

@@ -11,8 +11,13 @@ Modules (each imported on first use; importing this package imports nothing heav
   teacher-output cache shared by all flash-distillation trials.
 * `autodistill.distill.losses`: feature-map, attention, MLM, KD and NSP losses
   and the forward helpers they use.
-* `autodistill.distill.flash`: flash distillation (progressive layer-wise
-  knowledge transfer, then pretraining distillation) returning a `FlashResult`.
+* `autodistill.distill.optim`: the one optimizer builder (schedule, weight-decay
+  mask, clipping) of distillation and GLUE fine-tuning.
+* `autodistill.distill.engine`: the jitted steps (module-level functions over a
+  static `StepSpec`), `DistillEngine` and the step loop flash and full share.
+* `autodistill.distill.flash`: `DistillRecipe` (the fields both recipes share) and
+  flash distillation (progressive layer-wise knowledge transfer, then pretraining
+  distillation) returning a `FlashResult`.
 * `autodistill.distill.full`: full distillation with AdamW/LAMB, warm-up, orbax
   checkpoints, exact resume and data-parallel sharding over local devices.
 * `autodistill.distill.export`: export to a ``transformers`` folder and check the
@@ -41,7 +46,8 @@ _LAZY = {
     "DataConfig": "data", "DistillData": "data", "MLMBatch": "data", "WordPieceTokenizer": "data",
     "build_data": "data", "default_corpus": "data", "read_corpus": "data",
     "Teacher": "teacher", "TeacherCache": "teacher", "load_teacher": "teacher", "ensure_mlm_head": "teacher",
-    "FlashConfig": "flash", "FlashResult": "flash", "flash_distill": "flash", "layer_map": "flash",
+    "DistillRecipe": "flash", "FlashConfig": "flash", "FlashResult": "flash", "flash_distill": "flash",
+    "layer_map": "flash",
     "FullConfig": "full", "FullResult": "full", "full_distill": "full",
     "export_student": "export", "verify_export": "export",
     "FlashDistillEvaluator": "evaluator",

@@ -17,10 +17,13 @@ import logging
 import math
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autodistill.arch import StudentArch
 from autodistill.errors import DistillError, TrialFailed
+
+if TYPE_CHECKING:
+    from autodistill.distill.teacher import TeacherCache
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class FlashDistillEvaluator:
         self.keep_losses = keep_losses
         self._teacher = teacher
         self._head_fit = head_fit
-        self._cache = None
+        self._cache: TeacherCache | None = None
         self._teacher_acc: float | None = None
         self._lock = threading.Lock()
 

@@ -23,28 +23,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autodistill.arch import StudentArch
-from autodistill.distill.flash import (
-    DTYPES,
-    HEAD_INITS,
-    OPTIMIZERS,
-    PART_NAMES,
-    SCHEDULES,
-    STAGE_COMPILES,
-    STATUSES,
-    StepRun,
-    check_compatible,
-    get_engine,
-    run_steps,
-)
+from autodistill.distill.flash import SCHEDULES, STATUSES, DistillRecipe
 from autodistill.errors import DistillError, choices_message
 
 logger = logging.getLogger(__name__)
@@ -54,11 +41,11 @@ __all__ = ["FullConfig", "FullResult", "full_distill", "load_checkpoint", "lates
 _RUN_FILE = "run.json"
 
 
-@dataclass(frozen=True)
-class FullConfig:
-    """Budget and hyper-parameters of a full distillation (field meanings as `FlashConfig`).
+@dataclass(frozen=True, kw_only=True)
+class FullConfig(DistillRecipe):
+    """Budget and hyper-parameters of a full distillation (common fields: `DistillRecipe`).
 
-    ``warmup_steps`` applies to each phase (capped at its length);
+    LAMB by default; ``warmup_steps`` applies to each phase (capped at its length);
     ``schedule`` is the decay after warm-up. ``checkpoint_every`` steps (and the
     last step) are saved, the newest ``keep_checkpoints`` kept. ``eval_every > 0``
     also records the held-out MLM accuracy during training.
@@ -68,72 +55,20 @@ class FullConfig:
     pd_steps: int = 10000
     batch_size: int = 32
     optimizer: str = "lamb"
-    kt_lr: float = 1e-3
     pd_lr: float = 1e-3
     pd_lr_width_ref: int | None = None
     warmup_steps: int = 200
     schedule: str = "linear"
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    feature_weight: float = 1.0
-    attention_weight: float = 1.0
-    mlm_weight: float = 0.5
-    kd_weight: float = 0.5
-    nsp_weight: float = 1.0
-    temperature: float = 1.0
-    topk: int = 64
-    freeze_lower: bool = True
-    init_from_teacher: bool = True
-    head_init: str = "identity"
-    divergence_factor: float = 100.0
-    seed: int = 0
-    eval_batch_size: int = 32
     eval_every: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    dtype: str = "float32"
-    fast_compile: bool = False
-    stage_compile: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("kt_steps", "pd_steps", "warmup_steps", "eval_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise DistillError(f"FullConfig.{name}={v!r} must be an integer >= 0")
-        if self.kt_steps + self.pd_steps < 1:
-            raise DistillError("FullConfig needs kt_steps + pd_steps >= 1")
-        for name in ("batch_size", "topk", "eval_batch_size", "checkpoint_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise DistillError(f"FullConfig.{name}={v!r} must be a positive integer")
-        for name in ("kt_lr", "pd_lr", "clip_norm", "temperature", "divergence_factor"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise DistillError(f"FullConfig.{name}={v!r} must be a finite number > 0")
-        for name in ("weight_decay", "feature_weight", "attention_weight", "mlm_weight", "kd_weight", "nsp_weight"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise DistillError(f"FullConfig.{name}={v!r} must be a finite number >= 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise DistillError(choices_message("optimizer", self.optimizer, OPTIMIZERS))
+        super().__post_init__()
+        self._check_integers(("eval_every",), minimum=0)
+        self._check_integers(("checkpoint_every", "keep_checkpoints"), minimum=1)
         if self.schedule not in SCHEDULES:
             raise DistillError(choices_message("schedule", self.schedule, SCHEDULES))
-        if self.dtype not in DTYPES:
-            raise DistillError(choices_message("dtype", self.dtype, DTYPES))
-        if self.head_init not in HEAD_INITS:
-            raise DistillError(choices_message("head_init", self.head_init, HEAD_INITS))
-        if self.stage_compile not in STAGE_COMPILES:
-            raise DistillError(choices_message("stage_compile", self.stage_compile, STAGE_COMPILES))
-        ref = self.pd_lr_width_ref
-        if ref is not None and (not isinstance(ref, int) or isinstance(ref, bool) or ref < 1):
-            raise DistillError(f"FullConfig.pd_lr_width_ref={ref!r} must be a positive integer or None")
-
-    @property
-    def total_steps(self) -> int:
-        return self.kt_steps + self.pd_steps
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -230,6 +165,8 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
     import jax
     import orbax.checkpoint as ocp
 
+    from autodistill.distill.engine import PART_NAMES, HeldoutMetrics, StepRun, check_compatible, get_engine, run_steps
+
     cfg = config
     check_compatible(arch, teacher, data, cfg.batch_size, mesh)
     ckdir = Path(checkpoint_dir)
@@ -290,7 +227,7 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
     finally:
         mngr.wait_until_finished()
     finished = run.status == "ok" and len(run.losses) == cfg.total_steps
-    ev: Mapping[str, Any] = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None}
+    ev: HeldoutMetrics = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None}
     if finished:
         ev = engine.evaluate(run.state, data.heldout_batches(cfg.eval_batch_size))
     mngr.close()

@@ -4,8 +4,9 @@ The GLUE TSVs (Wang et al. 2019) are read as the GLUE distribution lays them out
 (``<glue_dir>/<task dir>/{train,dev,test}.tsv``; CoLA's labelled files have no
 header). A student is fine-tuned with a BERT-style head on the pooled ``[CLS]``
 vector, ``dense -> tanh -> dropout -> linear`` over ``last_hidden_state[:, 0]``,
-trained with AdamW (linear warm-up then linear decay, decoupled weight decay
-off biases and norms, global-norm clipping) and evaluated on the dev split with
+trained with AdamW (linear warm-up from 0 then linear decay, decoupled weight
+decay off biases and norms, global-norm clipping: the optimizer distillation
+uses, `autodistill.distill.optim.make_optimizer`) and evaluated on the dev split with
 each task's standard metrics:
 
 =======  ==============================  ========================
@@ -54,9 +55,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import optax
 
 from autodistill.arch import StudentArch
+from autodistill.distill.optim import make_optimizer
 from autodistill.errors import DistillError, choices_message
 
 logger = logging.getLogger(__name__)
@@ -269,13 +272,13 @@ def _pair(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, y
 
 
-def accuracy(preds: Sequence[int], labels: Sequence[int]) -> float:
+def accuracy(preds: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Fraction of ``preds == labels``; both ``(N,)``."""
     p, y = _pair(preds, labels)
     return float(np.mean(p == y))
 
 
-def f1_binary(preds: Sequence[int], labels: Sequence[int], positive: int = 1) -> float:
+def f1_binary(preds: npt.ArrayLike, labels: npt.ArrayLike, positive: int = 1) -> float:
     """F1 of the ``positive`` class: ``2 tp / (2 tp + fp + fn)`` (0 when there are no positives at all)."""
     p, y = _pair(preds, labels)
     tp = int(np.sum((p == positive) & (y == positive)))
@@ -284,7 +287,7 @@ def f1_binary(preds: Sequence[int], labels: Sequence[int], positive: int = 1) ->
     return 0.0 if tp == 0 else 2.0 * tp / (2.0 * tp + fp + fn)
 
 
-def matthews_corrcoef(preds: Sequence[int], labels: Sequence[int]) -> float:
+def matthews_corrcoef(preds: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Matthews correlation (multi-class Gorodkin form, as scikit-learn); 0 when undefined."""
     p, y = _pair(preds, labels)
     classes, inv = np.unique(np.concatenate([y, p]), return_inverse=True)
@@ -302,7 +305,7 @@ def matthews_corrcoef(preds: Sequence[int], labels: Sequence[int]) -> float:
     return float(cov_yp / math.sqrt(cov_yy * cov_pp))
 
 
-def pearson(preds: Sequence[float], labels: Sequence[float]) -> float:
+def pearson(preds: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Pearson's r; NaN when either side is constant."""
     p, y = _pair(preds, labels)
     p, y = p.astype(np.float64), y.astype(np.float64)
@@ -313,7 +316,7 @@ def pearson(preds: Sequence[float], labels: Sequence[float]) -> float:
     return float(np.clip(np.dot(dp, dy) / denom, -1.0, 1.0))
 
 
-def spearman(preds: Sequence[float], labels: Sequence[float]) -> float:
+def spearman(preds: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Spearman's rho: Pearson's r of average ranks (ties share their mean rank), as scipy."""
     from scipy.stats import rankdata
 
@@ -330,7 +333,7 @@ _METRIC_FNS: dict[str, Callable[[Any, Any], float]] = {
 }
 
 
-def compute_metrics(task: str | GlueTaskSpec, predictions: Sequence[Any], labels: Sequence[Any]) -> dict[str, float]:
+def compute_metrics(task: str | GlueTaskSpec, predictions: npt.ArrayLike, labels: npt.ArrayLike) -> dict[str, float]:
     """The task's standard metrics: ``predictions`` are class ids ``(N,)`` or scores ``(N,)`` for STS-B."""
     spec = glue_task(task)
     return {name: _METRIC_FNS[name](predictions, labels) for name in spec.metrics}
@@ -386,7 +389,8 @@ def _bucket(length: int, seq_len: int, min_len: int = 8) -> int:
     return min(seq_len, max(min_len, 1 << max(0, length - 1).bit_length()))
 
 
-def _collate(enc: _Encoded, idx: Sequence[int], rows: int, seq_len: int, min_len: int = 8) -> dict[str, np.ndarray]:
+def _collate(enc: _Encoded, idx: Sequence[int] | np.ndarray, rows: int, seq_len: int,
+             min_len: int = 8) -> dict[str, np.ndarray]:
     """``rows`` padded rows from examples ``idx`` (extra rows are all padding): ids/types/mask ``(rows, S)``."""
     s = _bucket(max(len(enc.ids[i]) for i in idx), seq_len, min_len)
     ids = np.full((rows, s), enc.pad_id, np.int32)
@@ -444,23 +448,15 @@ class GlueResult:
         return self.metrics[glue_task(self.task).primary_metric]
 
 
-def _decay_mask(params: Any) -> Any:
-    """True for weight matrices/embeddings; biases and norm parameters are not decayed (BERT recipe)."""
-    def keep(path, leaf):
-        last = getattr(path[-1], "key", str(path[-1]))
-        return last not in ("bias", "scale") and getattr(leaf, "ndim", 0) > 1
-    return jax.tree_util.tree_map_with_path(keep, params)
-
-
 def _group_by_length(order: np.ndarray, lengths: Sequence[int], batch_size: int, rng: np.random.Generator,
                      batches_per_group: int = 64) -> np.ndarray:
     """Reorder ``order`` (N,) so that each batch holds examples of similar length (same multiset per group)."""
-    lengths = np.asarray(lengths)
+    lens = np.asarray(lengths)
     group = batch_size * batches_per_group
-    out = []
+    out: list[np.ndarray] = []
     for start in range(0, len(order), group):
         chunk = order[start:start + group]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        chunk = chunk[np.argsort(-lens[chunk], kind="stable")]
         batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
         out.extend(batches[j] for j in rng.permutation(len(batches)))
     return np.concatenate(out)
@@ -519,7 +515,8 @@ def finetune_examples(arch: StudentArch, params: Mapping[str, Any], vocab_path: 
             raise DistillError(f"{spec.name} takes {'sentence pairs' if spec.is_pair else 'single sentences'}; "
                                f"the {where} examples do not match")
     if not spec.is_regression:
-        bad = sorted({e.label for e in (*train_examples, *eval_examples)} - set(range(spec.num_labels)))
+        seen = {e.label for e in (*train_examples, *eval_examples) if e.label is not None}
+        bad = sorted(seen - set(range(spec.num_labels)))
         if bad:
             raise DistillError(f"{spec.name} labels must be class ids 0..{spec.num_labels - 1}; got {bad}")
     eval_batch_size = int(eval_batch_size or max(int(batch_size), 32))
@@ -544,12 +541,8 @@ def finetune_examples(arch: StudentArch, params: Mapping[str, Any], vocab_path: 
 
     steps = int(steps)
     warmup = int(round(warmup_ratio * steps))
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, learning_rate, max(warmup, 1)),
-         optax.linear_schedule(learning_rate, 0.0, max(steps - warmup, 1))], [warmup])
-    tx = optax.chain(optax.clip_by_global_norm(max_grad_norm),
-                     optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=weight_decay,
-                                 mask=_decay_mask))
+    tx = make_optimizer("adamw", learning_rate, warmup, steps, weight_decay=weight_decay, clip_norm=max_grad_norm,
+                        schedule="linear", warmup_from_zero=True)
     opt_state = tx.init(state)
 
     def logits_fn(p, batch, deterministic, drop_rng):
