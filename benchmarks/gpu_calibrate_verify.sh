@@ -41,7 +41,7 @@ NAME=${NAME:-${BASE}_local}
 echo "card: $GPU -> base profile $BASE, calibrated profile $NAME"
 
 $PY -m autodistill -v calibrate --device "$DEVICE" --base "$BASE" --dtype bf16 --out "$OUT/$NAME.toml" \
-  --suite "$SUITE" --students "$STUDENTS" --passes 2 --budget-s 0.3 --quiet-threshold -1 --max-measure-s "$CAL_S" --seed "$SEED" \
+  --suite "$SUITE" --students "$STUDENTS" --passes 2 --timing-s 0.3 --quiet-threshold -1 --max-measure-s "$CAL_S" --seed "$SEED" \
   >"$OUT/calibrate.log" 2>&1
 rc=$?
 grep -v " INFO " "$OUT/calibrate.log" | tail -40
@@ -54,6 +54,6 @@ for a in bert-base bert-large mobilebert mobilebert-tiny tinybert-4 minilm-l6-h3
   ARCHS="$ARCHS --arch $a"
 done
 timeout "$LEFT" $PY -m autodistill verify --profile "$OUT/$NAME.toml" --device "$DEVICE" $ARCHS \
-  $SHAPES --passes 2 --anchors 6 --budget-s 0.3 --out "$OUT/verify.json" 2>"$OUT/verify.log"
+  $SHAPES --passes 2 --anchors 6 --timing-s 0.3 --out "$OUT/verify.json" 2>"$OUT/verify.log"
 echo "verify rc=$? at $(elapsed)s"
 tail -5 "$OUT/verify.log"

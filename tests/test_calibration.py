@@ -289,7 +289,7 @@ def test_cli_usage_errors_exit(argv, capsys) -> None:
     (["--out", "p.json"], "must end in .toml"),
     (["--out", "p.toml", "--test-fraction", "1.5"], "test-fraction"),
     (["--out", "p.toml", "--students", "-1"], "--students"),
-    (["--out", "p.toml", "--budget-s", "0"], "--budget-s"),
+    (["--out", "p.toml", "--timing-s", "0"], "--timing-s"),
     (["--out", "p.toml", "--max-wait-s", "-1"], "--max-wait-s"),
     (["--out", "p.toml", "--cores", "-2"], "--cores"),
     (["--out", "p.toml", "--passes", "0"], "--passes"),
@@ -337,7 +337,7 @@ def test_cli_measures_the_tiny_suite(tmp_path, capsys) -> None:
     out = tmp_path / "tiny.toml"
     # --cores 0: never pin the test process
     rc = _run(["calibrate", "--device", "cpu", "--out", str(out), "--suite", "tiny", "--students", "0",
-               "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])
+               "--timing-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])
     assert rc == 0
     csv = tmp_path / "tiny_measurements.csv"
     df = pd.read_csv(csv)
@@ -366,7 +366,7 @@ def test_cli_time_limit_and_bad_values(tmp_path, monkeypatch) -> None:
     with pytest.raises(CalibrationError, match="--dtype 'int8' cannot be measured"):
         _run(["calibrate", "--device", "cpu", "--base", "h100", "--dtype", "int8", "--out", "p.toml"])
     rc = _run(["calibrate", "--device", "cpu", "--out", "lim.toml", "--suite", "tiny", "--students", "0",
-               "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1",
+               "--timing-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1",
                "--max-measure-s", "0.001"])
     assert rc == 0
     df = pd.read_csv(tmp_path / "lim_measurements.csv")
@@ -394,7 +394,7 @@ def test_an_interrupted_calibration_keeps_its_measurements(tmp_path, monkeypatch
     _interrupt_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         _run(["calibrate", "--device", "cpu", "--out", str(tmp_path / "x.toml"), "--suite", "tiny", "--students",
-              "0", "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])
+              "0", "--timing-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"])
     from autodistill.measure import load_measurements
 
     saved = load_measurements(tmp_path / "x_measurements.csv")
@@ -521,7 +521,7 @@ def test_an_interrupted_extension_keeps_the_earlier_table(tmp_path, monkeypatch)
     from autodistill.measure import load_measurements
 
     args = ["calibrate", "--device", "cpu", "--out", str(tmp_path / "x.toml"), "--suite", "tiny", "--students",
-            "0", "--budget-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"]
+            "0", "--timing-s", "0.02", "--quiet-threshold", "-1", "--cores", "0", "--passes", "1"]
     assert _run(args) == 0
     table = tmp_path / "x_measurements.csv"
     first = load_measurements(table)

@@ -33,8 +33,8 @@ def test_flash_full_export(setup, capsys) -> None:
     root, teacher, corpus, held = setup
     student = ("minilm-l6-h384:num_hidden_layers=1,hidden_size=16,num_attention_heads=2,intermediate_size=32,"
                "max_position_embeddings=64")
-    common = ["--teacher", str(teacher), "--corpus", str(corpus), "--heldout", str(held), "--seq-len", "32",
-              "--head-steps", "10", "--cache-dir", str(root / "cache"), "--batch-size", "4", "--fast-compile"]
+    common = ["--teacher", str(teacher), "--corpus", str(corpus), "--heldout", str(held), "--seq", "32",
+              "--head-steps", "10", "--cache-dir", str(root / "cache"), "--batch", "4", "--fast-compile"]
     code, out = _run(capsys, "distill", "flash", "--student", student, *common, "--kt-steps", "0", "--pd-steps", "2",
                      "--json")
     assert code == 0

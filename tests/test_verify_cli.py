@@ -132,7 +132,7 @@ def test_out_is_written_whole_and_replaced_atomically(tmp_path, capsys) -> None:
     src.write_text(json.dumps(saved))
     out = tmp_path / "sub" / "v.json"
     out.parent.mkdir()
-    out.write_text("old")
+    out.write_text('{"shapes": []}')  # an earlier --out file (another file is refused: test_bad_input)
     assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--arch", "tinybert-4", "--shape", "2x32",
                  "--reuse", str(src), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["shapes"][0]["students"][0]["name"] == "tinybert-4"
@@ -143,7 +143,7 @@ def test_out_is_written_whole_and_replaced_atomically(tmp_path, capsys) -> None:
 def test_verify_times_a_run_folder_on_this_cpu(tmp_path, capsys) -> None:
     out = tmp_path / "v.json"
     assert main(["verify", "--profile", "cpu_local", "--device", "cpu", "--run", str(_run_folder(tmp_path)),
-                 "--shape", "1x8", "--passes", "1", "--anchors", "0", "--budget-s", "0.05", "--cores", "0",
+                 "--shape", "1x8", "--passes", "1", "--anchors", "0", "--timing-s", "0.05", "--cores", "0",
                  "--out", str(out)]) == 0
     sh = json.loads(out.read_text())["shapes"][0]
     assert [s["name"] for s in sh["students"]] == ["base", "t1"]

@@ -374,7 +374,9 @@ def _resolve_text(spec: str) -> StudentArch:
         try:
             fields = json.loads(spec)
         except json.JSONDecodeError as e:
-            raise ArchError(f"student {spec!r} is not valid JSON: {e}") from None
+            raise ArchError(f"student {spec[:200]!r} is not valid JSON: {e}") from None
+        except ValueError as e:  # a number of thousands of digits
+            raise ArchError(f"student {spec[:60]!r}...: {str(e).split(';')[0][:200]}") from None
         return StudentArch.from_dict(fields)  # JSON text starting with "{" is an object
     if spec.endswith(".json") or Path(spec).is_file():
         return _arch_file(spec)

@@ -832,7 +832,8 @@ def _flops_check(stud: pd.DataFrame, profile: HardwareProfile, dtype: str) -> di
 # ======================================================================================= calibrating a device
 def calibrate_device(plan: MeasurePlan, base: HardwareProfile, *, name: str,
                      measurements: str | os.PathLike[str], add_to: str | os.PathLike[str] | None = None,
-                     time: str | None = None, measure_base: bool = True, roofline: str = "auto") -> CalibrationReport:
+                     time: str | None = None, measure_base: bool = True, roofline: str = "auto",
+                     progress: bool = True) -> CalibrationReport:
     """Measure ``plan`` on its device, save the table to ``measurements`` and fit ``base``'s terms to it.
 
     With ``add_to`` (an earlier measurement table, e.g. the profile's own), its rows are fitted too and
@@ -840,14 +841,15 @@ def calibrate_device(plan: MeasurePlan, base: HardwareProfile, *, name: str,
     train/test split (`merge_measurements`). The table is saved before the fit, so a failed fit keeps it;
     a line on stderr says where. The fit is `calibrate` with the plan's dtype, seed and test fraction,
     ``time`` (a key of `autodistill.measure.table.TIME_CHOICES`, the ``--time`` choice; None: the device's
-    `TIME_COLUMN`), ``measure_base`` and ``roofline``; the profile is named ``name``."""
+    `TIME_COLUMN`), ``measure_base`` and ``roofline``; the profile is named ``name``. ``progress``: a line
+    on stderr every 20 cases measured."""
     from autodistill.measure.plan import measure_device
     from autodistill.measure.table import load_measurements, save_measurements
 
     _check_dtype(base, plan.dtype)
     earlier = load_measurements(add_to) if add_to is not None else None
     path = Path(measurements)
-    df = measure_device(plan, checkpoint=path, earlier=earlier)
+    df = measure_device(plan, checkpoint=path, earlier=earlier, progress=progress)
     save_measurements(df, path)
     print(f"wrote {len(df)} measurements to {path}"
           + (f" ({len(earlier)} of them from {add_to})" if earlier is not None else ""), file=sys.stderr)

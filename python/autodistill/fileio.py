@@ -10,14 +10,14 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from autodistill.errors import AutodistillError, ConfigError
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "json_default", "read_json"]
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "check_output_file", "json_default", "read_json"]
 
 
 @contextmanager
@@ -37,6 +37,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_output_file(path: str | os.PathLike[str], flag: str, *, ours: Callable[[Path], bool] | None = None,
+                      what: str = "a file autodistill wrote", force: bool | None = None,
+                      error: type[AutodistillError] = ConfigError) -> Path:
+    """Check, before any work, that ``path`` can be written as a file: it is not a folder, nothing on its
+    way is a file, and an existing file is one of ours (``ours(path)``: an earlier output, described as
+    ``what`` in the message) or ``force`` is True. ``force=None``: the command has no ``--force``."""
+    p = Path(path)
+    if p.is_dir():
+        raise error(f"{flag} {str(p)!r} is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise error(f"{flag} {str(p)!r}: {str(parent)!r} is a file, not a folder")
+            break
+    if p.exists() and ours is not None and not force and not ours(p):
+        hint = "give another name" if force is None else "pass --force to replace it, or give another name"
+        raise error(f"{flag} {str(p)!r} exists and is not {what}; {hint}")
+    return p
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -67,8 +87,8 @@ def read_json(path: str | os.PathLike[str], *, what: str = "file",
               error: type[AutodistillError] = ConfigError) -> Any:
     """The JSON in ``path``, or None when there is no such file.
 
-    A file that is not UTF-8, not JSON (a truncated write of another program, say) or not readable
-    raises ``error`` naming it as ``what``, instead of a traceback."""
+    A file that is not UTF-8, not JSON (a truncated write of another program, say), holding a number
+    of thousands of digits or not readable raises ``error`` naming it as ``what``, instead of a traceback."""
     p = Path(path)
     if not p.is_file():
         if p.exists():
@@ -80,5 +100,8 @@ def read_json(path: str | os.PathLike[str], *, what: str = "file",
         raise error(f"{what} {str(p)!r} is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise error(f"{what} {str(p)!r} is not valid JSON (truncated or damaged?): {e}") from None
+    except ValueError as e:  # a number of thousands of digits (Python's int limit), say
+        raise error(f"{what} {str(p)!r} holds a value autodistill cannot read: "
+                    f"{str(e).split(';')[0][:200]}") from None
     except OSError as e:
         raise error(f"cannot read {what} {str(p)!r}: {e.strerror}") from None

@@ -424,7 +424,10 @@ def _calibration_from_dict(cal: Mapping[str, Any], source: str) -> Calibration:
                 raise ProfileError("interval_low and interval_high go together")
             band = ErrorBand(cal["interval_low"], cal["interval_high"], cal.get("interval_level", INTERVAL_LEVEL),
                              int(cal.get("interval_n", 0)), str(cal.get("interval_source", "")))
-        return Calibration(terms=terms, fitted=bool(cal.get("fitted", False)), fixed_overhead_s=fo,
+        fitted = cal.get("fitted", False)
+        if not isinstance(fitted, bool):  # bool("no") is True: a spec-only profile would list as calibrated
+            raise ProfileError(f"fitted = {fitted!r} must be true or false (a TOML boolean, unquoted)")
+        return Calibration(terms=terms, fitted=fitted, fixed_overhead_s=fo,
                            source=str(cal.get("source", "")),
                            residuals={c: tuple(v) if isinstance(v, list) else v for c, v in residuals.items()},
                            interval=band)
@@ -475,8 +478,13 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
 def _load_file(path: Path) -> HardwareProfile:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"profile file {str(path)!r} is not UTF-8 text (byte {e.start}: "
+                           f"{e.object[e.start:e.start + 1]!r})") from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ProfileError(f"cannot read profile file {str(path)!r}: {e.strerror}") from None
     return profile_from_dict(data, source=str(path))
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from autodistill.calibration import write_profile
 from autodistill.errors import CalibrationError
+from autodistill.fileio import check_output_file
 from autodistill.measure.cases import PLATFORMS
 from autodistill.measure.plan import MeasurePlan
 from autodistill.measure.table import TIME_CHOICES
@@ -73,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="held-out students re-measured for the noise floor")
     p.add_argument("--noise-repeats", type=int, default=_D.noise_repeats,
                    help="extra measurements of each noise student")
-    p.add_argument("--budget-s", type=float, default=_D.budget_s, help="timing budget per case, seconds (default 0.5)")
+    p.add_argument("--timing-s", type=float, dest="budget_s", default=_D.budget_s,
+                   help="seconds of timing per case")
+    p.add_argument("--budget-s", type=float, dest="budget_s", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--passes", type=int, default=_D.passes,
                    help="measure every case this many times, in independently shuffled orders; the fit uses "
                         "each case's fastest pass (default 2)")
@@ -122,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-measure-base", action="store_true",
                    help="keep the base profile's peak/bandwidths instead of the measured ones")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=_calibrate)
 
     r = sub.add_parser("rescale", help="re-measure a calibrated profile's base rates here (<= 60 s) and rescale it",
@@ -137,10 +141,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_rescale)
 
 
+def _is_profile(path: Path) -> bool:
+    """Whether ``path`` is a TOML file with a profile's [compute] table (one calibrate or rescale may replace)."""
+    import tomllib
+
+    try:
+        return isinstance(tomllib.loads(path.read_text(encoding="utf-8")).get("compute"), dict)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+
+
+def _check_out(out: str) -> None:
+    if Path(out).suffix != ".toml":
+        raise CalibrationError(f"--out {out!r} must end in .toml")
+    check_output_file(out, "--out", ours=_is_profile, what="a hardware profile", error=CalibrationError)
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    if out.suffix != ".toml":
-        raise CalibrationError(f"--out {args.out!r} must end in .toml")
+    _check_out(args.out)
     if not 0.0 < args.test_fraction < 1.0:
         raise CalibrationError(f"--test-fraction {args.test_fraction} must be in (0, 1)")
     if args.students is not None and args.students < 0:
@@ -154,7 +172,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.passes < 1:
         raise CalibrationError(f"--passes {args.passes} must be >= 1")
     if not args.budget_s > 0:
-        raise CalibrationError(f"--budget-s {args.budget_s} must be > 0")
+        raise CalibrationError(f"--timing-s {args.budget_s} must be > 0")
     if args.from_measurements is not None and not Path(args.from_measurements).is_file():
         raise CalibrationError(f"--from-measurements file {args.from_measurements!r} does not exist")
     if args.from_ops is not None and args.from_measurements is not None:
@@ -193,7 +211,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             raise CalibrationError(f"--dtype {args.dtype!r} cannot be measured; valid: {', '.join(JAX_DTYPES)}")
         rep = calibrate_device(plan_of(args), base, name=name,
                                measurements=args.measurements or measurements_path(args.out), add_to=args.add_to,
-                               time=args.time, measure_base=not args.no_measure_base, roofline=args.roofline)
+                               time=args.time, measure_base=not args.no_measure_base, roofline=args.roofline,
+                               progress=not args.no_progress)
     write_profile(rep, args.out)
     if args.json:
         print(json.dumps(rep.summary(), indent=2, default=float))
@@ -207,8 +226,7 @@ def _rescale(args: argparse.Namespace) -> int:
     from autodistill.hardware import load_profile, save_profile
     from autodistill.rescale import rescale_profile
 
-    if Path(args.out).suffix != ".toml":
-        raise CalibrationError(f"--out {args.out!r} must end in .toml")
+    _check_out(args.out)
     prof = load_profile(args.profile)
     if Path(args.out).resolve() == Path(prof.path or "").resolve():
         raise CalibrationError(f"--out {args.out!r} is the profile being rescaled; write the rescaled one elsewhere")

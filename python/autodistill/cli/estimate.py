@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from autodistill.arch import reference_arch, reference_names, resolve
+from autodistill.arch import StudentArch, reference_arch, reference_names, resolve
+from autodistill.errors import ArchError, ProfileError
 from autodistill.hardware import list_profiles, load_profile
 
 
@@ -24,25 +26,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("estimate", help="latency estimate of one student on one profile, per op")
     e.add_argument("--profile", required=True, help="profile name (see `profiles list`) or .toml path")
     e.add_argument("--arch", required=True, help="reference name (see `archs`) or a JSON file of StudentArch fields")
-    e.add_argument("--batch", type=int, default=1)
-    e.add_argument("--seq", type=int, default=128)
+    e.add_argument("--batch", type=int, default=1, help="sequences per inference")
+    e.add_argument("--seq", type=int, default=128, help="tokens per sequence")
     e.add_argument("--dtype", default=None, help="dtype with a peak in the profile (default: bf16 if present)")
     e.add_argument("--mlm-head", action="store_true", help="include the MLM head")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=_estimate)
 
     d = sub.add_parser("table", help="estimate table of the reference models on every profile")
-    d.add_argument("--batch", type=int, default=1)
-    d.add_argument("--seq", type=int, default=128)
+    d.add_argument("--batch", type=int, default=1, help="sequences per inference")
+    d.add_argument("--seq", type=int, default=128, help="tokens per sequence")
     d.set_defaults(func=_table)
 
 
 def _profiles_list(args: argparse.Namespace) -> int:
+    bad = 0
     for name in list_profiles():
-        p = load_profile(name)
+        try:
+            p = load_profile(name)
+        except ProfileError as e:  # one damaged file on the path does not hide the others
+            print(f"autodistill: error: {e}", file=sys.stderr)
+            bad += 1
+            continue
         cal = "calibrated" if p.calibration is not None and p.calibration.fitted else "spec-only"
         print(f"{name:16s} {p.kind:4s} {cal:11s} {p.description}")
-    return 0
+    return 2 if bad else 0
 
 
 def _profiles_show(args: argparse.Namespace) -> int:
@@ -64,6 +72,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from autodistill.costmodel import CostModel
 
     arch = resolve(args.arch)
+    _check_seq(args.seq, arch, args.arch)
     est = CostModel(load_profile(args.profile), args.dtype).estimate(arch, args.batch, args.seq,
                                                                     mlm_head=args.mlm_head)
     if args.json:
@@ -90,10 +99,23 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_seq(seq: int, arch: StudentArch, spec: str) -> None:
+    """A model cannot read more tokens than it has positions: refuse instead of pricing an impossible run."""
+    if seq > arch.max_position_embeddings:
+        base = spec if ":" not in spec and not spec.lstrip().startswith("{") else "NAME"
+        raise ArchError(f"--seq {seq} is longer than {arch.short_name()}'s max_position_embeddings="
+                        f"{arch.max_position_embeddings}: the model cannot read that many tokens (for a what-if, "
+                        f"give it more positions: --arch {base}:max_position_embeddings={seq})")
+
+
 def _table(args: argparse.Namespace) -> int:
     from autodistill.costmodel import CostModel
 
     names = reference_names()
+    longest = min(reference_arch(n).max_position_embeddings for n in names)
+    if args.seq > longest:
+        raise ArchError(f"--seq {args.seq} is longer than the reference models read (max_position_embeddings "
+                        f"{longest}); use --seq <= {longest}, or `estimate --arch NAME:max_position_embeddings=N`")
     profiles = list_profiles()
     print(f"Estimated latency (ms) of one inference, batch={args.batch} seq={args.seq}, default dtype per profile")
     print(f"{'model':16s} {'params':>8s} " + " ".join(f"{p:>12s}" for p in profiles))

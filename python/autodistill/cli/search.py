@@ -27,15 +27,21 @@ def register(subparsers: Any) -> None:
                               description="Bayesian multi-objective search of student architectures: accuracy "
                                           "from an evaluator, latency from the cost model. Rerun the same command "
                                           "to resume.")
-    p.add_argument("--space", required=True, help="search space: preset name (mobilebert, minilm) or TOML path")
+    from autodistill.space import list_spaces
+
+    p.add_argument("--space", required=True, help=f"search space: a preset ({', '.join(list_spaces())}) or a TOML "
+                                                  "file")
     p.add_argument("--profile", help="hardware profile of the latency objective (default: the space's)")
     p.add_argument("--budget", type=int, required=True, help="total trials to finish, counting earlier runs")
     p.add_argument("--store", required=True, help="run folder (runs/NAME) or .sqlite file")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--searcher", default="engine", choices=("engine", "random", "nsga2"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the searcher, the evaluator and the pool sample")
+    p.add_argument("--searcher", default="engine", choices=("engine", "random", "nsga2"),
+                   help="engine: Bayesian (BoTorch); random and nsga2: baselines")
     p.add_argument("--mode", default="pareto", choices=("pareto", "scalarized"),
                    help="engine objective: Pareto front (qLogNEHVI) or accuracy*(latency/target)^w (qLogNEI)")
-    p.add_argument("--batch-size", type=int, default=1, help="proposals per step (q)")
+    p.add_argument("--proposals", type=int, default=1, help="proposals per step (q), evaluated concurrently by "
+                                                        "--workers")
+    p.add_argument("--batch-size", type=int, dest="proposals", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help="evaluations run concurrently (threads)")
     p.add_argument("--evaluator", default="synthetic",
                    help="'synthetic' or package.module:factory returning an Evaluator")
@@ -57,7 +63,8 @@ def register(subparsers: Any) -> None:
 
     t = subparsers.add_parser("trials", help="table, Pareto set and hypervolume of a search store",
                               description="Print the trials of a search store and its Pareto set.")
-    t.add_argument("store", help="run folder (runs/NAME) or .sqlite file")
+    t.add_argument("store", help="search folder (its trials.sqlite), `autodistill run` folder (its search/) or "
+                                 ".sqlite file")
     t.add_argument("--status", choices=("pending", "running", "completed", "failed"), help="only this status")
     t.add_argument("--limit", type=int, default=0, help="show only the last N trials (0: all)")
     t.add_argument("--csv", help="export all trials to this CSV (needs pandas; never over a store; over another "
@@ -67,10 +74,14 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from autodistill.search.evaluators import load_evaluator
+    from autodistill.search.evaluators import describe_evaluator, load_evaluator
     from autodistill.search.runner import make_searcher, run_search
+    from autodistill.search.store import check_csv_path, resolve_store_path
     from autodistill.space import build_pool, load_space
 
+    db = resolve_store_path(args.store)  # a file as the folder, a run folder: refused before any work
+    if args.csv:
+        check_csv_path(args.csv, db, force=args.force)
     for flag, v in (("--batch", args.batch), ("--seq", args.seq)):
         if v is not None and not 1 <= v <= 1 << 20:  # 0 is not "the space's default"
             raise ConfigError(f"{flag} {v} must be an integer in 1..1048576 (leave it out for the space's default)")
@@ -94,8 +105,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     searcher = make_searcher(args.searcher, pool, cfg, seed=args.seed)
     evaluator = load_evaluator(args.evaluator, noise_sd=args.noise_sd, seed=args.seed, what="--evaluator")
     summary = run_search(space=space, evaluator=evaluator, store=args.store, budget=args.budget,
-                         profile=profile, searcher=searcher, pool=pool, batch_size=args.batch_size,
-                         workers=args.workers, progress=not args.no_progress)
+                         profile=profile, searcher=searcher, pool=pool, batch_size=args.proposals,
+                         workers=args.workers, progress=not args.no_progress,
+                         evaluator_settings=describe_evaluator(evaluator, args.evaluator))
     print(f"{'resumed' if summary.resumed else 'new'} search: {summary.n_completed} completed, {summary.n_failed} "
           f"failed of budget {summary.budget} ({summary.n_evaluated_now} evaluated now, {summary.wall_s:.1f}s, "
           f"searcher {summary.suggest_s_total:.1f}s)")
@@ -143,11 +155,13 @@ def _print_pareto(front: Sequence[Any], hv: float, ref: tuple[float, float] | No
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from autodistill.search.store import TrialStore
+    from autodistill.search.store import TrialStore, check_csv_path
 
     if args.limit < 0:
         raise ConfigError(f"--limit {args.limit} must be >= 0 (0: all trials)")
-    with TrialStore(args.store, create=False, readonly=True) as st:
+    with TrialStore(args.store, create=False, readonly=True) as st:  # a store, a search's or a run's folder
+        if args.csv:
+            check_csv_path(args.csv, st.db_path, force=args.force)
         meta = st.meta()
         pinned = meta.get("pinned", {})
         trials = st.trials(args.status)

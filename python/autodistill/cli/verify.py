@@ -41,9 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--anchors", type=int, default=6,
                    help="students of the profile's calibration table re-timed for the drift check (0: none)")
     p.add_argument("--tolerance", type=float, default=0.10, help="relative error that triggers a refit (default 0.1)")
-    p.add_argument("--budget-s", type=float, default=1.0, help="timing budget per student and pass (default 1)")
+    p.add_argument("--timing-s", type=float, dest="budget_s", default=1.0,
+                   help="seconds of timing per student and pass")
+    p.add_argument("--budget-s", type=float, dest="budget_s", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--cores", type=int, default=1, help="cpu only: pin the timing process to this many cores (0: all)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--force", action="store_true",
+                   help="let --out replace an existing file that is not an earlier verify JSON file")
     p.add_argument("--reuse", default=None, metavar="JSON",
                    help="take the measurements from an earlier --out file (same students and shapes) instead of "
                         "timing again")
@@ -95,6 +100,17 @@ def _students(args: argparse.Namespace) -> list[tuple[str, Any]]:
     if dup:
         raise ConfigError(f"student names given twice: {', '.join(dup)}")
     return out
+
+
+def _is_verify_json(path: Path) -> bool:
+    """Whether ``path`` is an earlier ``verify --out`` file (a JSON object with a list of shapes)."""
+    from autodistill.fileio import read_json
+
+    try:
+        data = read_json(path)
+    except ConfigError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("shapes"), list)
 
 
 def _reused(path: str, profile_name: str) -> dict[tuple[int, int], dict[str, Any]]:
@@ -150,7 +166,7 @@ def format_shape(res: dict[str, Any]) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from autodistill.fileio import atomic_write_json
+    from autodistill.fileio import atomic_write_json, check_output_file
     from autodistill.hardware import load_profile
     from autodistill.verify import DriftCheck, confirm, match_reused, profile_dtype
 
@@ -161,14 +177,21 @@ def _verify(args: argparse.Namespace) -> int:
     if not 0.0 < args.tolerance < 10.0:
         raise ConfigError(f"--tolerance {args.tolerance} must be in (0, 10)")
     if not args.budget_s > 0:
-        raise ConfigError(f"--budget-s {args.budget_s} must be > 0")
+        raise ConfigError(f"--timing-s {args.budget_s} must be > 0")
     if args.cores < 0:
         raise ConfigError(f"--cores {args.cores} must be >= 0")
-    if args.out is not None and not args.out.endswith(".json"):
-        raise ConfigError(f"--out {args.out!r} must end in .json")
+    if args.out is not None:
+        if not args.out.endswith(".json"):
+            raise ConfigError(f"--out {args.out!r} must end in .json")
+        check_output_file(args.out, "--out", ours=_is_verify_json, what="a verify JSON file", force=args.force)
     shapes = [parse_shape(s) for s in args.shape] or [(1, 128)]
     profile = load_profile(args.profile)
     students = _students(args)
+    for name, arch in students:  # a model cannot read more tokens than it has positions
+        for b, s in shapes:
+            if s > arch.max_position_embeddings:
+                raise ConfigError(f"--shape {b}x{s}: student {name} has max_position_embeddings="
+                                  f"{arch.max_position_embeddings}, fewer than {s} tokens")
     reuse = _reused(args.reuse, profile.name) if args.reuse else {}
     result: dict[str, Any] = {"device": args.device, "profile": profile.name, "profile_path": profile.path,
                               "dtype": profile_dtype(profile), "shapes": []}
@@ -183,6 +206,10 @@ def _verify(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--reuse {args.reuse!r}: the b{b}xs{s} drift check is not valid ({e})") from None
         elif args.reuse:
             raise ConfigError(f"--reuse {args.reuse!r} has no shape {b}x{s}")
+        if not args.no_progress and (rows is None or drift is None):
+            print(f"timing {len(students) if rows is None else 0} student(s) at batch {b} seq {s} on {args.device}"
+                  + (f" (and {args.anchors} drift anchors)" if drift is None and args.anchors else ""),
+                  file=sys.stderr, flush=True)
         rep = confirm(students, profile, batch=b, seq=s, device=args.device, tolerance=args.tolerance,
                       budget_s=args.budget_s, cores=args.cores, passes=args.passes, measurements=rows,
                       anchors=0 if rows is not None and drift is None else args.anchors, drift=drift)

@@ -158,13 +158,37 @@ class Document:
             raise DistillError(f"Document {self.name!r}: text must be a str")
 
 
+def _latin1_fallback(e: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: the five bytes Windows-1252 leaves undefined read as Latin-1."""
+    assert isinstance(e, UnicodeDecodeError)
+    return e.object[e.start:e.end].decode("latin-1"), e.end
+
+
+def _decode_text(raw: bytes, path: Path) -> str:
+    """``raw`` as UTF-8 (a byte-order mark dropped). A file that is not UTF-8 is read as Windows-1252 (Latin-1
+    with its printable 0x80-0x9f; é stays é, never a replacement character) and a warning names it and its
+    first byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        import codecs
+
+        line = raw.count(b"\n", 0, e.start) + 1
+        logger.warning("corpus file %s is not UTF-8 (byte offset %d, line %d, is 0x%02x): read as Windows-1252/"
+                       "Latin-1; convert it to UTF-8 if it is in another encoding", path, e.start, line, raw[e.start])
+        codecs.register_error("autodistill-latin1", _latin1_fallback)
+        return raw.decode("cp1252", errors="autodistill-latin1")
+
+
 def read_corpus(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[Document, ...]:
     """Documents of a set of text files and folders (one `Document` per file).
 
     Folders are walked recursively in sorted order; hidden files, binary files
     (a NUL byte in the first 8 KiB) and metadata files (README, LICENSE,
-    PROVENANCE, SHA256SUMS...) are skipped. Text is read as UTF-8 with
-    undecodable bytes replaced.
+    PROVENANCE, SHA256SUMS...) are skipped. Text is read as UTF-8 (a byte-order
+    mark dropped); a file that is not UTF-8 (a Latin-1 book, say: the shared
+    corpora hold some) is read as Windows-1252/Latin-1 with a warning naming it
+    and its first non-UTF-8 byte, so no character becomes a replacement mark.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -180,12 +204,12 @@ def read_corpus(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
                 if b"\0" in raw[:8192]:
                     logger.info("skipping binary file %s", f)
                     continue
-                docs.append(Document(str(f), raw.decode("utf-8", errors="replace")))
+                docs.append(Document(str(f), _decode_text(raw, f)))
         elif path.is_file():
             raw = path.read_bytes()
             if b"\0" in raw[:8192]:
                 raise DistillError(f"corpus file {path} is binary, not text")
-            docs.append(Document(str(path), raw.decode("utf-8", errors="replace")))
+            docs.append(Document(str(path), _decode_text(raw, path)))
         else:
             raise DistillError(f"corpus path {path} does not exist")
     docs = [d for d in docs if d.text.strip()]

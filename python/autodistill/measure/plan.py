@@ -134,13 +134,14 @@ def plan_order(plan: MeasurePlan) -> list[Any]:
 
 
 def measure_device(plan: MeasurePlan, checkpoint: str | Path | None = None,
-                   earlier: pd.DataFrame | None = None) -> pd.DataFrame:
+                   earlier: pd.DataFrame | None = None, *, progress: bool = True) -> pd.DataFrame:
     """Measure ``plan``'s cases on its device; returns the measurement table.
 
     With ``checkpoint``, the table measured so far is saved there (atomically) at most every
     `CHECKPOINT_EVERY_S` seconds, so an interrupted calibration keeps its measurements. With
     ``earlier`` (a measurement table), the rows returned and saved follow its rows
-    (`merge_measurements`), so a checkpoint over the earlier file loses nothing."""
+    (`merge_measurements`), so a checkpoint over the earlier file loses nothing. ``progress``: a line on
+    stderr every 20 cases."""
     if plan.device == "cpu" and plan.cores > 0:
         cores = pin_cores(plan.cores)
         print(f"pinned to core(s) {sorted(cores)}", file=sys.stderr)
@@ -151,7 +152,7 @@ def measure_device(plan: MeasurePlan, checkpoint: str | Path | None = None,
     done: list[dict[str, Any]] = []
     saved = [t0]
 
-    def progress(i: int, n: int, row: dict[str, Any]) -> None:
+    def on_case(i: int, n: int, row: dict[str, Any]) -> None:
         done.append(row)
         if checkpoint is not None and time.perf_counter() - saved[0] >= CHECKPOINT_EVERY_S:
             so_far = measurement_table(done)
@@ -160,7 +161,7 @@ def measure_device(plan: MeasurePlan, checkpoint: str | Path | None = None,
         logger.info("[%d/%d %.0fs] %s %.3g ms (spread %.1f%%, n=%d, compile %.1fs)", i + 1, n,
                     time.perf_counter() - t0, row["name"], 1e3 * row["median_s"], 100 * row["rel_spread"], row["n"],
                     row["compile_s"])
-        if (i + 1) % 20 == 0 or i + 1 == n:
+        if progress and ((i + 1) % 20 == 0 or i + 1 == n):
             print(f"measured {i + 1}/{n} cases in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
 
     quiet = plan.quiet_threshold
@@ -168,7 +169,7 @@ def measure_device(plan: MeasurePlan, checkpoint: str | Path | None = None,
         quiet = -1.0 if (plan.device == "cpu" and plan.cores == 1) else 0.5
     opts = RunOptions.for_device(plan.device, budget_s=plan.budget_s, quiet_threshold=None if quiet < 0 else quiet,
                                  max_wait_s=plan.max_wait_s, retries=plan.retries)
-    df = run_cases(order, device=device, opts=opts, dtype=dtype, progress=progress, max_time_s=plan.max_measure_s)
+    df = run_cases(order, device=device, opts=opts, dtype=dtype, progress=on_case, max_time_s=plan.max_measure_s)
     return df if earlier is None else merge_measurements(earlier, df)
 
 

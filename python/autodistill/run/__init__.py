@@ -88,6 +88,7 @@ def run(config: RunConfig | None = None, run_dir: str | os.PathLike[str] | None 
             raise ConfigError(f"{folder.path} holds a run with a different configuration ({'; '.join(diff)[:800]}); "
                               "use another run folder (only [search] budget, [confirm] and [glue] may change on "
                               "resume)")
+        folder.check()  # a damaged state.json, result.json, confirm.json or store fails here, before work
     ctx = RunContext(cfg, folder, progress=progress)
     _check_before_work(ctx)
     if saved is None:

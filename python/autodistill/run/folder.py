@@ -79,6 +79,19 @@ class RunFolder:
         if text:
             atomic_write_text(self.path / "config.toml", text)
 
+    def check(self) -> None:
+        """Read every record (state, students, confirmation) and the trial store when present, so that a
+        damaged or truncated one fails before any work, naming the file."""
+        self.state()
+        self.students()
+        self.confirm()
+        from autodistill.search.store import DB_NAME, TrialStore
+
+        if (self.store_dir / DB_NAME).exists():
+            with TrialStore(self.store_dir, create=False, readonly=True) as st:
+                st.counts()
+                st.meta()
+
     # ------------------------------------------------------------------ state
     def state(self) -> RunState:
         d = read_json(self.path / "state.json", what="run state")

@@ -31,7 +31,7 @@ from autodistill.search.types import TrialResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluator", "SyntheticEvaluator", "load_evaluator", "synthetic_accuracy"]
+__all__ = ["Evaluator", "SyntheticEvaluator", "describe_evaluator", "load_evaluator", "synthetic_accuracy"]
 
 _COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
@@ -138,6 +138,16 @@ class SyntheticEvaluator:
                            metrics={"true_accuracy": self.true_accuracy(arch)})
 
 
+def describe_evaluator(evaluator: object, spec: str | None = None) -> dict[str, object] | None:
+    """The settings that decide an evaluator's answers, for a search store to pin: a `SyntheticEvaluator`'s
+    landscape (noise sd, seed, latency bias; not its failure rates or delay, which a fixed rerun may
+    change), else ``{"spec": spec}`` for an evaluator loaded from ``spec``, else None (nothing known)."""
+    if isinstance(evaluator, SyntheticEvaluator):
+        return {"spec": "synthetic", "noise_sd": float(evaluator.noise_sd), "seed": int(evaluator.seed),
+                "latency_bias": evaluator.latency_bias}
+    return None if spec is None else {"spec": spec}
+
+
 def load_evaluator(spec: str, *, noise_sd: float = 0.003, seed: int = 0, what: str = "evaluator") -> Evaluator:
     """The evaluator ``spec`` names: ``"synthetic"`` (a `SyntheticEvaluator` with ``noise_sd`` and ``seed``)
     or ``package.module:factory``, a callable taking no arguments and returning an `Evaluator`.
@@ -154,7 +164,11 @@ def load_evaluator(spec: str, *, noise_sd: float = 0.003, seed: int = 0, what: s
         factory = getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"{what} {spec!r}: cannot load it ({e})") from None
-    ev = factory()
+    try:
+        ev = factory()
+    except Exception as e:  # the user's code: name it and what it raised; the traceback at -vv
+        logger.debug("%s %s raised", what, spec, exc_info=True)
+        raise ConfigError(f"{what} {spec!r}: calling {name}() failed: {type(e).__name__}: {e}") from None
     if not isinstance(ev, Evaluator):
         raise ConfigError(f"{what} {spec!r} returned {type(ev).__name__}, which has no "
                           f"evaluate(arch, trial_id) method")

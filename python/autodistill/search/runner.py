@@ -18,13 +18,13 @@ in a row stop it with `SearchError` (the evaluator is likely broken).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
+import re
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ import numpy as np
 
 from autodistill.arch import StudentArch
 from autodistill.errors import SearchError, TrialFailed
-from autodistill.search.evaluators import Evaluator
+from autodistill.search.evaluators import Evaluator, describe_evaluator
 from autodistill.search.store import TrialStore, resolve_store_path
 from autodistill.search.types import Trial, TrialResult
 from autodistill.space import CandidatePool, SearchSpace, build_pool
@@ -79,23 +79,77 @@ def make_searcher(kind: str, pool: CandidatePool, engine_config: Any = None, see
     raise SearchError(choices_message("searcher", kind, SEARCHERS))
 
 
-@contextlib.contextmanager
-def _store_lock(db_path: Path) -> Iterator[None]:
-    import fcntl
+class _StoreLock:
+    """The store's lock file, held by one writer (``flock``, released by the kernel when the process dies).
 
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = db_path.with_name(db_path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    It also records the last trial id the writer committed (``last trial N``). SQLite keeps recent
+    commits in the write-ahead log (``-wal``) until a checkpoint: a log deleted under a running search,
+    or after it was killed, loses them without a trace in the database itself. A store holding fewer
+    trials than its lock file records is refused instead of resumed as if nothing happened."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path, self.path = db_path, db_path.with_name(db_path.name + ".lock")
+        self.fd = -1
+
+    def __enter__(self) -> _StoreLock:
+        import fcntl
+
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise SearchError(f"cannot create the store's lock file {self.path}: {e.strerror} (is the folder "
+                              "read-only?)") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SearchError(f"another search is writing {db_path} (lock {lock}); wait for it or use another "
-                              f"--store") from None
-        yield
-    finally:
-        os.close(fd)
+            os.close(self.fd)
+            raise SearchError(f"another search is writing {self.db_path} (lock {self.path}); wait for it or use "
+                              "another --store") from None
+        text = os.pread(self.fd, 400, 0).decode("utf-8", "replace")
+        m, f = re.search(r"last trial (\d+)", text), re.search(r"(\d+) finished", text)
+        self.recorded, self.finished = int(m.group(1)) if m else 0, int(f.group(1)) if f else 0
+        self.since = time.strftime("%Y-%m-%d %H:%M:%S")
+        return self
 
+    def check(self, st: TrialStore) -> None:
+        """Refuse a store that lost trials the lock file says were committed."""
+        rows = st._read("SELECT COALESCE(MAX(trial_id), 0) AS t FROM trials")
+        have, finished = int(rows[0]["t"]), st.n_finished
+        if have < self.recorded or finished < self.finished:
+            raise SearchError(self.lost(have, finished))
+        self.note(have, finished)
+
+    def open_store(self, store: str | Path) -> TrialStore:
+        """`TrialStore` ``store``; a file that lost even its tables is named as lost trials when the lock
+        file records some. No file at all is a new store (an earlier one was moved away)."""
+        if not self.db_path.exists():
+            self.recorded = self.finished = 0
+        try:
+            return TrialStore(store)
+        except SearchError as e:
+            if self.recorded:
+                raise SearchError(f"{e}. {self.lost(0, 0)}") from None
+            raise
+
+    def lost(self, have: int, finished: int) -> str:
+        return (f"{self.db_path} holds trials up to id {have} ({finished} finished), but the search that last "
+                f"wrote it committed trials up to id {self.recorded} ({self.finished} finished; {self.path}): its "
+                f"write-ahead log ({self.db_path.name}-wal) was lost, deleted or replaced, and those trials with it. "
+                f"Restore the log if you can; to resume from what the file holds, delete {self.path}; to start a "
+                "new search, use another --store")
+
+    def note(self, last_trial_id: int, finished: int = 0) -> None:
+        """Record the last committed trial id and the count of finished trials (after their commits)."""
+        self.recorded, self.finished = max(self.recorded, last_trial_id), max(self.finished, finished)
+        text = f"pid {os.getpid()} since {self.since}; last trial {self.recorded}, {self.finished} finished\n".encode()
+        os.pwrite(self.fd, text.ljust(80), 0)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+_store_lock = _StoreLock  # the name the tests hold the lock by
 
 def _latency_digest(pool: CandidatePool) -> str | None:
     """A digest of the pool's known latencies (12 significant digits): it changes with the profile's
@@ -109,9 +163,11 @@ def _latency_digest(pool: CandidatePool) -> str | None:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def _pinned_meta(space: SearchSpace, pool: CandidatePool, searcher: Any) -> dict[str, Any]:
+def _pinned_meta(space: SearchSpace, pool: CandidatePool, searcher: Any,
+                 evaluator_settings: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg = getattr(searcher, "config", None)
-    return {
+    extra = {} if evaluator_settings is None else {"evaluator": dict(evaluator_settings)}
+    return {**extra,
         "space": space.to_dict(),
         "profile": pool.profile,
         "workload": {"batch": pool.batch, "seq": pool.seq, "dtype": pool.dtype},
@@ -131,7 +187,8 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
                profile: str | None = None, searcher: Any = None, pool: CandidatePool | None = None,
                batch_size: int = 1, workers: int = 1, max_candidates: int = 1_000_000,
                max_consecutive_failures: int = 20, progress: bool = False,
-               on_trial: Callable[[Trial], None] | None = None) -> RunSummary:
+               on_trial: Callable[[Trial], None] | None = None,
+               evaluator_settings: Mapping[str, Any] | None = None) -> RunSummary:
     """Run (or resume) a search until ``budget`` trials have finished.
 
     Args:
@@ -146,6 +203,9 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
         batch_size: proposals per step (q); ``workers`` evaluate them concurrently.
         progress: show a tqdm progress bar.
         on_trial: called with each finished `Trial`.
+        evaluator_settings: what sets the evaluator's answers (its spec, noise, seed), pinned in the store
+            with the space and the latencies so that a resume with others is refused; default
+            `describe_evaluator` (a `SyntheticEvaluator`'s settings; None, nothing pinned, for others).
     """
     from autodistill.costmodel import COST_MODEL_VERSION
 
@@ -158,11 +218,13 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
     if searcher is None:
         searcher = make_searcher("engine", pool)
     db_path = store.db_path if isinstance(store, TrialStore) else resolve_store_path(store)
-    with _store_lock(db_path):
-        st = store if isinstance(store, TrialStore) else TrialStore(store)
+    with _StoreLock(db_path) as lock:
+        st = store if isinstance(store, TrialStore) else lock.open_store(store)
         try:
+            lock.check(st)
+            settings = describe_evaluator(evaluator) if evaluator_settings is None else evaluator_settings
             return _run(st, space, pool, searcher, evaluator, budget, batch_size, workers, max_consecutive_failures,
-                        progress, on_trial, COST_MODEL_VERSION, t_run)
+                        progress, on_trial, COST_MODEL_VERSION, t_run, settings, lock.note)
         finally:
             if st is not store:  # opened here
                 st.close()
@@ -170,8 +232,9 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
 
 def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any, evaluator: Evaluator, budget: int,
          batch_size: int, workers: int, max_fail: int, progress: bool, on_trial: Callable[[Trial], None] | None,
-         cm_version: str, t_run: float) -> RunSummary:
-    pinned = _pinned_meta(space, pool, searcher)
+         cm_version: str, t_run: float, evaluator_settings: Mapping[str, Any] | None,
+         note: Callable[[int, int], None]) -> RunSummary:
+    pinned = _pinned_meta(space, pool, searcher, evaluator_settings)
     old = st.meta()
     resumed = "pinned" in old
     if resumed:
@@ -232,6 +295,7 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                 dt = time.perf_counter() - t0
                 suggest_total += dt
                 batch_ids = st.add_proposals(sugg, suggest_s=dt, cost_model_version=cm_version)
+                note(max(batch_ids), 0)
                 archs = dict(zip(batch_ids, (s.arch for s in sugg)))
 
             def one(tid: int, arch: StudentArch) -> Trial:
@@ -266,6 +330,7 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                     bar.update(1)
                     if t.ok:
                         bar.set_postfix(acc=f"{t.accuracy:.4f}", lat_ms=f"{(t.latency_s or math.nan) * 1e3:.3f}")
+            note(max(batch_ids), st.n_finished)
             if consecutive >= max_fail:
                 raise SearchError(f"{consecutive} trials in a row failed (last: {done[-1].error!r}); the evaluator "
                                   f"looks broken. Fix it and rerun the same command to resume.")

@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 
 from autodistill.arch import StudentArch
-from autodistill.errors import SearchError, choices_message
+from autodistill.errors import AutodistillError, SearchError, choices_message
 from autodistill.fileio import atomic_path
 from autodistill.search.pareto import hypervolume, objective_matrix, pareto_mask, reference_point
 from autodistill.search.types import FINISHED, STATUSES, Suggestion, Trial, TrialResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "TrialStore", "resolve_store_path"]
+__all__ = ["DB_NAME", "RUN_STORE", "SCHEMA_VERSION", "TrialStore", "check_csv_path", "resolve_store_path"]
 
 DB_NAME = "trials.sqlite"
 SCHEMA_VERSION = 1
@@ -81,12 +81,40 @@ _COLUMNS = ("trial_id", "arch_json", "status", "source", "batch_id", "latency_s"
             "cost_model_version")
 
 
-def resolve_store_path(path: str | Path) -> Path:
-    """The SQLite file of a run folder (``runs/NAME/trials.sqlite``) or of a ``.sqlite``/``.db`` path."""
+#: Where an `autodistill run` folder keeps its search store.
+RUN_STORE = Path("search") / DB_NAME
+
+_SUFFIXES = (".sqlite", ".db", ".sqlite3")
+
+
+def resolve_store_path(path: str | Path, *, find_run_store: bool = False) -> Path:
+    """The SQLite file of a run folder (``runs/NAME/trials.sqlite``) or of a ``.sqlite``/``.db`` path.
+
+    ``find_run_store`` (for reading): an `autodistill run` folder names its ``search/trials.sqlite``.
+    A path that cannot hold a store (a file given as the folder, a folder given as the file, a file on
+    the way) or a run folder given to write a search of its own raises `SearchError`."""
     p = Path(path)
-    if p.suffix in (".sqlite", ".db", ".sqlite3"):
-        return p
-    return p / DB_NAME
+    if p.suffix in _SUFFIXES:
+        db = p
+    else:
+        if p.is_file():
+            raise SearchError(f"store {str(p)!r} is a file, not a folder; give a run folder (runs/NAME) or a path "
+                              f"ending in {', '.join(_SUFFIXES)}")
+        db = p / DB_NAME
+        if not db.exists() and (p / RUN_STORE).is_file():
+            if not find_run_store:
+                raise SearchError(f"{str(p)!r} is an `autodistill run` folder; its search store is "
+                                  f"{str(p / RUN_STORE.parent)!r}: resume that search with `autodistill run`, or "
+                                  "give another --store")
+            db = p / RUN_STORE
+    if db.is_dir():
+        raise SearchError(f"store {str(db)!r} is a folder, not a SQLite file")
+    for parent in db.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SearchError(f"store {str(db)!r}: {str(parent)!r} is a file, not a folder")
+            break
+    return db
 
 
 #: How a trials CSV written by `TrialStore.to_csv` begins.
@@ -107,6 +135,16 @@ def _is_trials_csv(path: Path) -> bool:
             return f.readline().startswith(CSV_MARK)
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def _why(e: sqlite3.Error) -> str:
+    """SQLite's message, with what it means for a store."""
+    msg = str(e)
+    if "readonly" in msg:
+        return f"{msg} (the file or its folder is read-only: make both writable, or copy the store elsewhere)"
+    if "malformed" in msg or "not a database" in msg:
+        return f"{msg} (the file is damaged or truncated; move it away to start a new search)"
+    return msg
 
 
 def _finite_or_none(v: float | None) -> float | None:
@@ -134,6 +172,28 @@ def _json_safe(obj: Any) -> Any:
     return str(obj)
 
 
+def check_csv_path(path: str | Path, db_path: Path, *, force: bool = False) -> Path:
+    """Where a trials CSV may go: never over the store ``db_path``'s files or any SQLite database, a folder
+    or a path through a file; over another existing file only when it is an earlier trials CSV (its
+    header starts with `CSV_MARK`) or with ``force``. Callers check before a search, `to_csv` again."""
+    path = Path(path)
+    own = {db_path.resolve(), *(Path(f"{db_path}{x}").resolve() for x in ("-wal", "-shm", "-journal", ".lock"))}
+    if path.resolve() in own or _is_sqlite(path):
+        raise SearchError(f"refusing to write a CSV over {path}: it is a trial store (SQLite) file; "
+                          "give the CSV another name")
+    if path.is_dir():
+        raise SearchError(f"--csv {path} is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SearchError(f"--csv {path}: {parent} is a file, not a folder")
+            break
+    if path.exists() and not force and not _is_trials_csv(path):
+        raise SearchError(f"{path} exists and is not a trials CSV written by autodistill; pass --force to "
+                          "replace it, or give another name")
+    return path
+
+
 class TrialStore:
     """The SQLite trial store of one search. Thread-safe (one connection behind a lock).
 
@@ -144,7 +204,8 @@ class TrialStore:
     """
 
     def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
-        self.db_path = resolve_store_path(path)
+        self.db_path = resolve_store_path(path, find_run_store=readonly)
+        self._readonly = readonly  # writes to a store opened for reading are the caller's bug: sqlite3 raises
         self.path = Path(path)
         if self.db_path.is_file() and self.db_path.stat().st_size == 0:
             raise SearchError(f"{self.db_path} exists but is empty (0 bytes), so it holds no trials: it is not a "
@@ -171,7 +232,9 @@ class TrialStore:
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise SearchError(f"{self.db_path}: not a usable trial store: {e}") from None
+            raise SearchError(f"{self.db_path}: not a usable trial store: {_why(e)}") from None
+        except OSError as e:
+            raise SearchError(f"cannot create the trial store {str(self.db_path)!r}: {e.strerror}") from None
         self._conn.row_factory = sqlite3.Row
         if readonly and not self._read("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'trials'"):
             self._conn.close()
@@ -205,22 +268,35 @@ class TrialStore:
                 cur = self._conn.executemany(sql, params) if many else self._conn.execute(sql, params)
                 self._conn.execute("COMMIT")
                 return cur
-            except BaseException:
+            except BaseException as e:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.DatabaseError) and not self._readonly:  # read-only file, full disk
+                    raise SearchError(f"cannot write the trial store {self.db_path}: {_why(e)}") from None
                 raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise SearchError(f"cannot read the trial store {self.db_path}: {_why(e)}") from None
 
     # ---------------------------------------------------------------- meta
     def meta(self) -> dict[str, Any]:
-        return {r["key"]: json.loads(r["value"]) for r in self._read("SELECT key, value FROM meta")}
+        rows = self._read("SELECT key, value FROM meta")
+        return {r["key"]: self._json(r["value"], f"meta {r['key']!r}") for r in rows}
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
-        return json.loads(rows[0]["value"]) if rows else default
+        return self._json(rows[0]["value"], f"meta {key!r}") if rows else default
+
+    def _json(self, text: str, what: str) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError):
+            raise SearchError(f"trial store {self.db_path} is damaged: its {what} is not JSON ({str(text)[:60]!r})"
+                              ) from None
 
     def set_meta(self, values: Mapping[str, Any]) -> None:
         self._write("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -299,11 +375,14 @@ class TrialStore:
             raise SearchError(f"no trial {trial_id} in {self.db_path}")
         return self._trial(rows[0])
 
-    @staticmethod
-    def _trial(r: sqlite3.Row) -> Trial:
+    def _trial(self, r: sqlite3.Row) -> Trial:
         d = dict(r)
-        arch = StudentArch.from_dict(json.loads(d.pop("arch_json")))
-        metrics = json.loads(d.pop("metrics_json") or "{}")
+        what = f"trial {d.get('trial_id')}"
+        try:
+            arch = StudentArch.from_dict(self._json(d.pop("arch_json"), f"{what} architecture"))
+        except AutodistillError as e:
+            raise SearchError(f"trial store {self.db_path} is damaged: {what}: {e}") from None
+        metrics = self._json(d.pop("metrics_json") or "{}", f"{what} metrics")
         return Trial(arch=arch, metrics=metrics, **d)
 
     def counts(self) -> dict[str, int]:
@@ -384,16 +463,7 @@ class TrialStore:
 
         Never over this store's own files or any SQLite database; over another existing file only
         when it is an earlier trials CSV (its header starts with `CSV_MARK`) or with ``force``."""
-        path = Path(path)
-        own = {self.db_path.resolve(), *(Path(f"{self.db_path}{x}").resolve() for x in ("-wal", "-shm", "-journal"))}
-        if path.resolve() in own or _is_sqlite(path):
-            raise SearchError(f"refusing to write a CSV over {path}: it is a trial store (SQLite) file; "
-                              "give the CSV another name")
-        if path.exists() and not force and not _is_trials_csv(path):
-            raise SearchError(f"{path} exists and is not a trials CSV written by autodistill; pass --force to "
-                              "replace it, or give another name")
-        if path.is_dir():
-            raise SearchError(f"--csv {path} is a folder; give a file name")
+        path = check_csv_path(path, self.db_path, force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             self.to_dataframe().to_csv(tmp, index=False)
