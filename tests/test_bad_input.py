@@ -212,6 +212,20 @@ OVERHEAD = "op_overhead_s = 1.0e-6"
 TRUNCATED = '{"schema": 1, "name": "x", "ar'
 HUGE = '{"num_hidden_layers": 1' + "0" * 5000 + "}"
 
+TABLE = "h,act,latency_s,accuracy\n64,relu,0.001,0.6\n128,gelu,0.002,0.7\n"
+
+
+def _table(f: Files, text: str = TABLE, *extra: str, inputs: str = "h,act") -> list[str]:
+    """``search --candidates`` over a CSV of ``text`` (the table is left as it was)."""
+    return ["search", "--candidates", f.write("t.csv", text), "--inputs", inputs, "--budget", "2",
+            "--store", str(f / "x"), "--searcher", "random", "--no-progress", *extra]
+
+
+def _table_edited_after_a_search(f: Files) -> list[str]:
+    assert main(_table(f)) == 0
+    return _table(f, TABLE.replace("0.7", "0.8"))
+
+
 CASES = [
     # --- data that was lost or destroyed: refused, and the data is intact
     Case("export-out-is-the-checkpoint", lambda f: _export(f, str(f / "ck")), 2, "is the checkpoint folder",
@@ -355,6 +369,42 @@ CASES = [
          "run.json' is not valid JSON", keep=("ck",)),
     Case("calibrate-seed-negative", lambda f: _calibrate_out(str(f / "p.toml")) + ["--seed", "-3"], 2,
          "--seed -3 must be"),
+    # --- search --candidates: a bad candidate table (issue 16)
+    Case("table-empty", lambda f: _table(f, ""), 2, "t.csv is empty", keep=("t.csv",)),
+    Case("table-no-rows", lambda f: _table(f, "h,act,latency_s,accuracy\n"), 2, "has a header but no rows",
+         keep=("t.csv",)),
+    Case("table-duplicate-inputs", lambda f: _table(f, TABLE + "64,relu,0.003,0.5\n"), 2,
+         "rows 1 and 3 (lines 2 and 4) have the same inputs (h=64, act=relu)", keep=("t.csv",)),
+    Case("table-known-not-a-number", lambda f: _table(f, TABLE.replace("0.002", "fast")), 2,
+         "known objective latency_s='fast' is not a number", keep=("t.csv",)),
+    Case("table-known-not-finite", lambda f: _table(f, TABLE.replace("0.002", "inf")), 2,
+         "latency_s='inf' must be a finite number > 0", keep=("t.csv",)),
+    Case("table-known-zero", lambda f: _table(f, TABLE.replace("0.002", "0")), 2,
+         "latency_s='0' must be a finite number > 0", keep=("t.csv",)),
+    Case("table-unknown-column", lambda f: _table(f, inputs="h,width"), 2,
+         "--inputs names column 'width', which it does not have; its columns: h, act, latency_s, accuracy"),
+    Case("table-unknown-known-column", lambda f: _table(f, TABLE, "--known", "lat"), 2,
+         "--known names column 'lat', which it does not have; its columns: h, act"),
+    Case("table-objective-is-an-input", lambda f: _table(f, inputs="h,accuracy"), 2,
+         "column 'accuracy' is the black-box objective (--objective) and also an input"),
+    Case("table-known-is-an-input", lambda f: _table(f, inputs="h,latency_s"), 2,
+         "column 'latency_s' is the known objective (--known) and also an input"),
+    Case("table-objective-not-a-number", lambda f: _table(f, TABLE.replace("0.7", "good")), 2,
+         "objective accuracy='good' is not a number"),
+    Case("table-ragged-row", lambda f: _table(f, TABLE + "256,gelu\n"), 2, "line 4 has 2 cells; the header has 4"),
+    Case("table-missing", lambda f: ["search", "--candidates", str(f / "no.csv"), "--inputs", "h", "--budget", "2",
+                                     "--store", str(f / "x")], 2, "no.csv' does not exist"),
+    Case("table-no-inputs", lambda f: _table(f)[:3] + _table(f)[5:], 2, "name its input columns with --inputs"),
+    Case("table-with-profile", lambda f: _table(f, TABLE, "--profile", "tpu_v4i"), 2,
+         "--profile sets the cost-model latency of a space"),
+    Case("table-synthetic-evaluator", lambda f: _table(f, TABLE, "--evaluator", "synthetic"), 2,
+         "synthetic scores architectures, not the rows of a candidate table"),
+    Case("space-table-evaluator", lambda f: _search(str(f / "x"), "--evaluator", "table"), 2,
+         "table scores the rows of a candidate table"),
+    Case("space-with-inputs", lambda f: _search(str(f / "x"), "--inputs", "h"), 2,
+         "--inputs describes a candidate table; it needs --candidates"),
+    Case("table-changed-on-resume", _table_edited_after_a_search, 2,
+         "the candidate table differs (another file, its cells edited, or other column roles): digest stored"),
     # --- the CLI as people expect it (exit 0)
     Case("verbose-after-the-subcommand", ["profiles", "list", "-v"], 0, "tpu_v4i"),
     Case("trials-of-a-run-folder", lambda f: ["trials", _run_with_store(f)], 0, "search/trials.sqlite"),

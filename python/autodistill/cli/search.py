@@ -1,11 +1,13 @@
 """``autodistill search`` and ``autodistill trials``: run/resume a search, inspect its store.
 
     autodistill search --space mobilebert --profile tpu_v4i --budget 40 --store runs/mb1
+    autodistill search --candidates bench.csv --inputs hidden,layers,act --budget 40 --store runs/t1
     autodistill trials runs/mb1 [--csv runs/mb1/trials.csv]
 
 ``search`` is resumable: killed at any point, the same command picks up where it stopped.
 The evaluator defaults to the synthetic landscape (`autodistill.search.evaluators`); a real one
 is named as ``package.module:factory`` (called with no arguments, returning an `Evaluator`).
+``--candidates FILE.csv`` searches the rows of a table instead of a space (`autodistill.candidates`).
 """
 from __future__ import annotations
 
@@ -29,8 +31,20 @@ def register(subparsers: Any) -> None:
                                           "to resume.")
     from autodistill.space import list_spaces
 
-    p.add_argument("--space", required=True, help=f"search space: a preset ({', '.join(list_spaces())}) or a TOML "
-                                                  "file")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--space", help=f"search space: a preset ({', '.join(list_spaces())}) or a TOML file")
+    what.add_argument("--candidates", metavar="FILE.csv",
+                      help="search the rows of this CSV table instead of a space (one candidate a row; see --inputs, "
+                           "--known, --objective)")
+    p.add_argument("--inputs", metavar="COL,COL", help="with --candidates (required): the columns the searchers see; "
+                                                       "numbers are scaled, other columns one-hot encoded")
+    p.add_argument("--known", default="latency_s", metavar="COL",
+                   help="with --candidates: the known objective's column (minimised, > 0; the latency's role)")
+    p.add_argument("--objective", metavar="COL",
+                   help="with --candidates: the black-box objective's column (maximised), read by the table evaluator "
+                        "(default: accuracy with --evaluator table; none with an evaluator of your own)")
+    p.add_argument("--categorical", metavar="COL,COL",
+                   help="with --candidates: inputs to one-hot encode although their cells are numbers")
     p.add_argument("--profile", help="hardware profile of the latency objective (default: the space's)")
     p.add_argument("--budget", type=int, required=True, help="total trials to finish, counting earlier runs")
     p.add_argument("--store", required=True, help="run folder (runs/NAME) or .sqlite file")
@@ -43,8 +57,9 @@ def register(subparsers: Any) -> None:
                                                         "--workers")
     p.add_argument("--batch-size", type=int, dest="proposals", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help="evaluations run concurrently (threads)")
-    p.add_argument("--evaluator", default="synthetic",
-                   help="'synthetic' or package.module:factory returning an Evaluator")
+    p.add_argument("--evaluator",
+                   help="'synthetic', 'table' (the --candidates objective column) or package.module:factory "
+                        "returning an Evaluator (default: synthetic for --space, table for --candidates)")
     p.add_argument("--noise-sd", type=float, default=0.003, help="synthetic evaluator noise (accuracy units)")
     p.add_argument("--n-initial", type=int, default=6, help="initial design size")
     p.add_argument("--min-accuracy", type=float, help="outcome constraint: accuracy >= this")
@@ -82,6 +97,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     db = resolve_store_path(args.store)  # a file as the folder, a run folder: refused before any work
     if args.csv:
         check_csv_path(args.csv, db, force=args.force)
+    if args.candidates is not None:
+        return _search_table(args)
+    for flag, v in (("--inputs", args.inputs), ("--objective", args.objective), ("--categorical", args.categorical)):
+        if v is not None:
+            raise ConfigError(f"{flag} describes a candidate table; it needs --candidates FILE.csv")
     for flag, v in (("--batch", args.batch), ("--seq", args.seq)):
         if v is not None and not 1 <= v <= 1 << 20:  # 0 is not "the space's default"
             raise ConfigError(f"{flag} {v} must be an integer in 1..1048576 (leave it out for the space's default)")
@@ -96,28 +116,62 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"space {space.name}: {len(pool):,} feasible candidates of {space.size:,} "
           f"({'sampled' if pool.sampled else 'enumerated'}); latency objective {profile} "
           f"batch {pool.batch} seq {pool.seq}")
-    cfg = None
-    if args.searcher == "engine":
-        from autodistill.search.engine import EngineConfig
-        cfg = EngineConfig(mode=args.mode, seed=args.seed, n_initial=args.n_initial, min_accuracy=args.min_accuracy,
-                           ref_accuracy=args.ref_accuracy, ref_latency_s=args.ref_latency_s,
-                           target_latency_s=args.target_latency_s)
-    searcher = make_searcher(args.searcher, pool, cfg, seed=args.seed)
-    evaluator = load_evaluator(args.evaluator, noise_sd=args.noise_sd, seed=args.seed, what="--evaluator")
+    searcher = make_searcher(args.searcher, pool, _engine_config(args), seed=args.seed)
+    spec = args.evaluator or "synthetic"
+    evaluator = load_evaluator(spec, noise_sd=args.noise_sd, seed=args.seed, what="--evaluator")
     summary = run_search(space=space, evaluator=evaluator, store=args.store, budget=args.budget,
                          profile=profile, searcher=searcher, pool=pool, batch_size=args.proposals,
                          workers=args.workers, progress=not args.no_progress,
-                         evaluator_settings=describe_evaluator(evaluator, args.evaluator))
+                         evaluator_settings=describe_evaluator(evaluator, spec))
+    _print_summary(args, summary)
+    return 0
+
+
+def _engine_config(args: argparse.Namespace) -> Any:
+    if args.searcher != "engine":
+        return None
+    from autodistill.search.engine import EngineConfig
+    return EngineConfig(mode=args.mode, seed=args.seed, n_initial=args.n_initial, min_accuracy=args.min_accuracy,
+                        ref_accuracy=args.ref_accuracy, ref_latency_s=args.ref_latency_s,
+                        target_latency_s=args.target_latency_s)
+
+
+def _search_table(args: argparse.Namespace) -> int:
+    """``search --candidates FILE.csv``: the rows of a table, with the engine, random or nsga2."""
+    from autodistill.candidates import load_candidates
+    from autodistill.search.evaluators import describe_evaluator, load_evaluator
+    from autodistill.search.runner import make_searcher, run_search
+
+    for flag, v in (("--profile", args.profile), ("--batch", args.batch), ("--seq", args.seq)):
+        if v is not None:
+            raise ConfigError(f"{flag} sets the cost-model latency of a space; with --candidates the known "
+                              f"objective is the table's column --known ({args.known}): leave {flag} out")
+    if not args.inputs:
+        raise ConfigError(f"--candidates {args.candidates}: name its input columns with --inputs COL,COL")
+    spec = args.evaluator or "table"
+    objective = args.objective if args.objective is not None or spec != "table" else "accuracy"
+    table = load_candidates(args.candidates, inputs=args.inputs, known=args.known, objective=objective,
+                            categorical=args.categorical)
+    print(table.space.describe())
+    searcher = make_searcher(args.searcher, table, _engine_config(args), seed=args.seed)
+    evaluator = load_evaluator(spec, noise_sd=args.noise_sd, seed=args.seed, what="--evaluator", table=table)
+    summary = run_search(space=table.space, pool=table, evaluator=evaluator, store=args.store, budget=args.budget,
+                         searcher=searcher, batch_size=args.proposals, workers=args.workers,
+                         progress=not args.no_progress, evaluator_settings=describe_evaluator(evaluator, spec))
+    _print_summary(args, summary, known=table.space.known)
+    return 0
+
+
+def _print_summary(args: argparse.Namespace, summary: Any, known: str | None = None) -> None:
     print(f"{'resumed' if summary.resumed else 'new'} search: {summary.n_completed} completed, {summary.n_failed} "
           f"failed of budget {summary.budget} ({summary.n_evaluated_now} evaluated now, {summary.wall_s:.1f}s, "
           f"searcher {summary.suggest_s_total:.1f}s)")
-    _print_pareto(summary.pareto, summary.hypervolume, summary.reference_point)
+    _print_pareto(summary.pareto, summary.hypervolume, summary.reference_point, known)
     print(f"store: {summary.store}")
     if args.csv:
         from autodistill.search.store import TrialStore
         with TrialStore(args.store) as st:
             print(f"wrote {st.to_csv(args.csv, force=args.force)}")
-    return 0
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -133,25 +187,31 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _trial_rows(trials: Sequence[Any]) -> list[list[str]]:
+def _trial_rows(trials: Sequence[Any], known: str | None = None) -> list[list[str]]:
+    """Table rows; ``known`` (a table search's known objective column) is shown as it is, not as ms."""
     return [[str(t.trial_id), t.status, t.source, t.arch.short_name(),
              _fmt(t.num_parameters / 1e6 if t.num_parameters else None, ".2f"),
-             _fmt(t.latency_s * 1e3 if t.latency_s else None, ".4f"), _fmt(t.accuracy, ".4f"),
-             _fmt(t.predicted_accuracy, ".4f"), _fmt(t.eval_s, ".2f"), _fmt(t.suggest_s, ".2f"),
-             (t.error or "").splitlines()[0][:40] if t.error else ""] for t in trials]
+             _fmt(t.latency_s * (1 if known else 1e3) if t.latency_s else None, ".4g" if known else ".4f"),
+             _fmt(t.accuracy, ".4f"), _fmt(t.predicted_accuracy, ".4f"), _fmt(t.eval_s, ".2f"),
+             _fmt(t.suggest_s, ".2f"), (t.error or "").splitlines()[0][:40] if t.error else ""] for t in trials]
 
 
 _HEADER = ["id", "status", "source", "arch", "params_M", "latency_ms", "accuracy", "predicted", "eval_s",
            "suggest_s", "error"]
 
 
-def _print_pareto(front: Sequence[Any], hv: float, ref: tuple[float, float] | None) -> None:
-    print(f"\nPareto set ({len(front)} trials; accuracy up, cost-model latency down):")
+def _header(known: str | None) -> list[str]:
+    return _HEADER if known is None else [known if h == "latency_ms" else h for h in _HEADER]
+
+
+def _print_pareto(front: Sequence[Any], hv: float, ref: tuple[float, float] | None, known: str | None = None) -> None:
+    print(f"\nPareto set ({len(front)} trials; accuracy up, {known or 'cost-model latency'} down):")
     if front:
-        print(_table(_trial_rows(front), _HEADER))
+        print(_table(_trial_rows(front, known), _header(known)))
     if ref is not None:
-        print(f"hypervolume {hv:.6g} in the (accuracy, -ln latency_s) plane from reference point "
-              f"(accuracy {ref[0]:.4f}, latency {ref[1] * 1e3:.4f} ms)")
+        lat = f"latency {ref[1] * 1e3:.4f} ms" if known is None else f"{known} {ref[1]:.4g}"
+        print(f"hypervolume {hv:.6g} in the (accuracy, -ln {known or 'latency_s'}) plane from reference point "
+              f"(accuracy {ref[0]:.4f}, {lat})")
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
@@ -168,12 +228,16 @@ def cmd_trials(args: argparse.Namespace) -> int:
         if args.limit and args.limit > 0:
             trials = trials[-args.limit:]
         c = st.counts()
-        print(f"store {st.db_path}: space {pinned.get('space', {}).get('name', '?')}, profile {pinned.get('profile')}, "
+        table = pinned.get("space", {}).get("table")
+        known = table.get("known") if isinstance(table, dict) else None
+        name = f"candidate table ({table.get('n_rows')} rows)" if isinstance(table, dict) else \
+            pinned.get("space", {}).get("name", "?")
+        print(f"store {st.db_path}: space {name}, profile {pinned.get('profile')}, "
               f"searcher {pinned.get('searcher')}, seed {pinned.get('seed')}, budget {meta.get('budget')}, "
               f"cost model {meta.get('cost_model_version')}")
         print("trials: " + ", ".join(f"{k} {v}" for k, v in c.items()))
-        print(_table(_trial_rows(trials), _HEADER))
-        _print_pareto(st.pareto(), st.hypervolume(), st.reference_point())
+        print(_table(_trial_rows(trials, known), _header(known)))
+        _print_pareto(st.pareto(), st.hypervolume(), st.reference_point(), known)
         if args.csv:
             try:
                 print(f"wrote {st.to_csv(args.csv, force=args.force)}")

@@ -1,4 +1,4 @@
-"""Ask/tell bookkeeping shared by every searcher over a `CandidatePool` (no torch).
+"""Ask/tell bookkeeping shared by every searcher over a `CandidatePool` or `CandidateTable` (no torch).
 
 A searcher keeps what it has been told (completed, failed, pending trials) and never proposes
 an architecture that is observed, failed or pending. Proposal randomness comes from a seed
@@ -14,14 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autodistill.arch import StudentArch
+from autodistill.candidates import CandidateTable
 from autodistill.errors import SearchError
-from autodistill.search.types import Suggestion, Trial
+from autodistill.search.types import Candidate, Suggestion, Trial
 from autodistill.space import CandidatePool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Observation", "PoolSearcher"]
+__all__ = ["Observation", "Pool", "PoolSearcher"]
+
+#: What a searcher searches: the feasible architectures of a space, or the rows of a candidate table.
+Pool = CandidatePool | CandidateTable
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class PoolSearcher:
 
     name = "base"
 
-    def __init__(self, pool: CandidatePool, seed: int = 0) -> None:
+    def __init__(self, pool: Pool, seed: int = 0) -> None:
         if len(pool) == 0:
             raise SearchError("the candidate pool is empty")
         if pool.latency_s is None:
@@ -83,7 +86,7 @@ class PoolSearcher:
         if idx >= 0:
             self._used[idx] = True
 
-    def add_pending(self, arch: StudentArch) -> None:
+    def add_pending(self, arch: Candidate) -> None:
         """Mark ``arch`` as being evaluated (it is then avoided and, for BO, conditioned on)."""
         idx = self.pool.index_of(arch)
         idx = -1 if idx is None else idx
@@ -91,7 +94,7 @@ class PoolSearcher:
         if idx >= 0:
             self._used[idx] = True
 
-    def forget_pending(self, arch: StudentArch) -> None:
+    def forget_pending(self, arch: Candidate) -> None:
         """Drop a pending proposal that will never be evaluated (it may be proposed again)."""
         idx = self._pending.pop(arch.features().tobytes(), None)
         if idx is not None and idx >= 0 and not any(o.pool_index == idx for o in self._obs.values()):
@@ -129,7 +132,7 @@ class PoolSearcher:
         return int(self._rng(n, salt).integers(0, 2 ** 31 - 1))
 
     # ---------------------------------------------------------------- asking
-    def suggest(self, n: int = 1) -> list[StudentArch]:
+    def suggest(self, n: int = 1) -> list[Candidate]:
         """``n`` architectures to evaluate next (fewer if the pool runs out); they become pending."""
         return [s.arch for s in self.suggest_detailed(n)]
 
@@ -149,8 +152,9 @@ class PoolSearcher:
             arch = self.pool.arch(i)
             self._pending[arch.features().tobytes()] = i
             info = extra[j] if extra else {}
+            params = None if self.pool.num_parameters is None else int(self.pool.num_parameters[i])
             out.append(Suggestion(arch=arch, pool_index=i, latency_s=float(self._latency_s[i]),
-                                  num_parameters=int(self.pool.num_parameters[i]), **info))
+                                  num_parameters=params, **info))
         return out
 
     def _propose(self, n: int) -> tuple[np.ndarray, list[dict] | None]:

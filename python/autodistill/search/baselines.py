@@ -14,13 +14,13 @@ population has completed, proposals are uniform random.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
 from autodistill.errors import SearchError
-from autodistill.search.base import PoolSearcher
+from autodistill.search.base import Pool, PoolSearcher
 from autodistill.search.pareto import nondominated_ranks
-from autodistill.space import CandidatePool
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,15 @@ class NSGA2(PoolSearcher):
 
     name = "nsga2"
 
-    def __init__(self, pool: CandidatePool, seed: int = 0, population: int = 10) -> None:
+    def __init__(self, pool: Pool, seed: int = 0, population: int = 10) -> None:
         super().__init__(pool, seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 2:
             raise SearchError(f"population={population!r} must be an integer >= 2")
         self.population = population
+        if math.prod(pool.space.dims) >= 2 ** 62:
+            raise SearchError(f"nsga2: the inputs have {' x '.join(map(str, pool.space.dims))} combinations of "
+                              "values, too many to index its genes; use --searcher engine or random, or fewer "
+                              "distinct values")
         self._dims = np.array(pool.space.dims, dtype=np.int64)
 
     def _parents(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -62,11 +62,12 @@ from botorch.models import ModelListGP, SingleTaskGP
 from botorch.sampling.normal import SobolQMCNormalSampler
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
+from autodistill.candidates import CandidateTable
 from autodistill.errors import SearchError, choices_message
-from autodistill.search.base import PoolSearcher
+from autodistill.search.base import Pool, PoolSearcher
 from autodistill.search.kernel import ensure_fused_kernel
 from autodistill.search.pareto import objective_matrix, pareto_mask
-from autodistill.space import CandidatePool, num_parameters_batch
+from autodistill.space import num_parameters_batch
 
 if TYPE_CHECKING:
     from autodistill.costmodel import CostModel
@@ -146,7 +147,8 @@ class StepTimings:
 
 
 class SearchEngine(PoolSearcher):
-    """GP + qLogNEHVI (or scalarized qLogNEI) ask/tell engine over a `CandidatePool`.
+    """GP + qLogNEHVI (or scalarized qLogNEI) ask/tell engine over a `CandidatePool` (or the rows of a
+    `CandidateTable`: its known objective plays the cost-model latency).
 
     The engine knows nothing of storage: tell it every trial with `observe` (completed, failed,
     or still running) and ask with `suggest(n)` / `suggest_detailed(n)`.
@@ -154,7 +156,7 @@ class SearchEngine(PoolSearcher):
 
     name = "qlognehvi"
 
-    def __init__(self, pool: CandidatePool, config: EngineConfig | None = None) -> None:
+    def __init__(self, pool: Pool, config: EngineConfig | None = None) -> None:
         config = config or EngineConfig()
         if not isinstance(config, EngineConfig):
             raise SearchError(f"config must be an EngineConfig, got {type(config).__name__}")
@@ -198,6 +200,9 @@ class SearchEngine(PoolSearcher):
                 X[j] = self._enc[o.pool_index]
                 ll[j] = self._log_latency[o.pool_index]
         if off:
+            if isinstance(self.pool, CandidateTable):  # a table's inputs are known for its own rows only
+                raise SearchError(f"{len(off)} observed trial(s) are not rows of the candidate table "
+                                  f"{self.pool.space.source}; a table search observes its own rows")
             feats = np.stack([obs[j].features for j in off])
             params = num_parameters_batch(feats, self.pool.space.base_kwargs())
             lat = self._cost_model_latency(feats)

@@ -11,7 +11,8 @@ depth, attention width and FFN capacity, with penalties for badly shaped heads a
 a small ripple), so that its Pareto front against the real cost model is known exactly by
 enumerating the pool. `SyntheticEvaluator` adds seeded Gaussian noise and optional failures, both
 a deterministic function of (seed, architecture) so that reruns and resumed runs agree.
-`load_evaluator` reads an evaluator spec: ``"synthetic"`` or ``package.module:factory``.
+`TableEvaluator` scores the rows of a candidate table from its own objective column (a benchmark).
+`load_evaluator` reads an evaluator spec: ``"synthetic"``, ``"table"`` or ``package.module:factory``.
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from autodistill.arch import FAMILIES, FEATURE_NAMES, StudentArch
+from autodistill.candidates import CandidateTable, TableRow
 from autodistill.errors import ConfigError, TrialFailed
 from autodistill.search.types import TrialResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluator", "SyntheticEvaluator", "describe_evaluator", "load_evaluator", "synthetic_accuracy"]
+__all__ = ["Evaluator", "RowEvaluator", "SyntheticEvaluator", "TableEvaluator", "describe_evaluator",
+           "load_evaluator", "synthetic_accuracy"]
 
 _COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
@@ -46,6 +49,33 @@ class Evaluator(Protocol):
     """
 
     def evaluate(self, arch: StudentArch, trial_id: int) -> TrialResult: ...
+
+
+@runtime_checkable
+class RowEvaluator(Protocol):
+    """What scores the rows of a candidate table (`autodistill.candidates`): ``evaluate`` receives the
+    `TableRow` (row number and input values) and answers as an `Evaluator` does."""
+
+    def evaluate(self, arch: TableRow, trial_id: int) -> TrialResult: ...
+
+
+@dataclass(frozen=True, eq=False)
+class TableEvaluator:
+    """Scores a table's rows from its own black-box objective column (a benchmark): a trial reads a row's
+    value only when it evaluates the row. An empty or NaN cell is a failed trial (as a diverged run)."""
+
+    table: CandidateTable
+
+    def __post_init__(self) -> None:
+        if self.table.objective_values is None:
+            raise ConfigError(f"candidate table {self.table.space.source}: the table evaluator needs the "
+                              "objective column (--objective COL), or give --evaluator package.module:factory")
+
+    def evaluate(self, arch: TableRow, trial_id: int) -> TrialResult:
+        pos = self.table.index_of(arch)
+        if pos is None or self.table.objective_values is None:
+            raise TrialFailed(f"trial {trial_id}: {arch!r} is not a row of {self.table.space.source}")
+        return TrialResult(accuracy=float(self.table.objective_values[pos]), metrics={"row": arch.row})
 
 
 def synthetic_accuracy(features: np.ndarray) -> np.ndarray:
@@ -145,21 +175,34 @@ def describe_evaluator(evaluator: object, spec: str | None = None) -> dict[str, 
     if isinstance(evaluator, SyntheticEvaluator):
         return {"spec": "synthetic", "noise_sd": float(evaluator.noise_sd), "seed": int(evaluator.seed),
                 "latency_bias": evaluator.latency_bias}
+    if isinstance(evaluator, TableEvaluator):
+        return {"spec": "table", "objective": evaluator.table.space.objective}
     return None if spec is None else {"spec": spec}
 
 
-def load_evaluator(spec: str, *, noise_sd: float = 0.003, seed: int = 0, what: str = "evaluator") -> Evaluator:
-    """The evaluator ``spec`` names: ``"synthetic"`` (a `SyntheticEvaluator` with ``noise_sd`` and ``seed``)
-    or ``package.module:factory``, a callable taking no arguments and returning an `Evaluator`.
+def load_evaluator(spec: str, *, noise_sd: float = 0.003, seed: int = 0, what: str = "evaluator",
+                   table: CandidateTable | None = None) -> Evaluator | RowEvaluator:
+    """The evaluator ``spec`` names: ``"synthetic"`` (a `SyntheticEvaluator` with ``noise_sd`` and ``seed``),
+    ``"table"`` (a `TableEvaluator` of ``table``) or ``package.module:factory``, a callable taking no
+    arguments and returning an `Evaluator` (a `RowEvaluator` for a ``table``).
 
     A malformed spec, a module or name that cannot be loaded, or a factory returning something without
     ``evaluate(arch, trial_id)`` raises `ConfigError` naming ``spec``; ``what`` names it in the message
     (the CLI passes its flag, ``--evaluator``)."""
     if spec == "synthetic":
+        if table is not None:
+            raise ConfigError(f"{what} synthetic scores architectures, not the rows of a candidate table; valid "
+                              "choices with --candidates: table (its objective column) or package.module:factory")
         return SyntheticEvaluator(noise_sd=noise_sd, seed=seed)
+    if spec == "table":
+        if table is None:
+            raise ConfigError(f"{what} table scores the rows of a candidate table (--candidates FILE.csv); for a "
+                              "space, valid choices: synthetic or package.module:factory")
+        return TableEvaluator(table)
     mod, sep, name = spec.partition(":")
     if not sep or not mod or not name:
-        raise ConfigError(f"{what} {spec!r}: expected 'synthetic' or package.module:factory")
+        raise ConfigError(f"{what} {spec!r}: expected 'synthetic' or package.module:factory ('table' for a "
+                          "candidate table)")
     try:
         factory = getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as e:

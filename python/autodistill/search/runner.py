@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from autodistill.arch import StudentArch
+from autodistill.candidates import CandidateTable, TableSpace
 from autodistill.errors import SearchError, TrialFailed
-from autodistill.search.evaluators import Evaluator, describe_evaluator
+from autodistill.search.base import Pool
+from autodistill.search.evaluators import Evaluator, RowEvaluator, describe_evaluator
 from autodistill.search.store import TrialStore, resolve_store_path
-from autodistill.search.types import Trial, TrialResult
-from autodistill.space import CandidatePool, SearchSpace, build_pool
+from autodistill.search.types import Candidate, Trial, TrialResult
+from autodistill.space import SearchSpace, build_pool
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class RunSummary:
     suggest_s_total: float
 
 
-def make_searcher(kind: str, pool: CandidatePool, engine_config: Any = None, seed: int = 0,
+def make_searcher(kind: str, pool: Pool, engine_config: Any = None, seed: int = 0,
                   population: int = 10) -> Any:
     """A searcher by name: ``engine`` (`SearchEngine`; imports torch), ``random`` or ``nsga2``."""
     if kind == "engine":
@@ -151,10 +152,11 @@ class _StoreLock:
 
 _store_lock = _StoreLock  # the name the tests hold the lock by
 
-def _latency_digest(pool: CandidatePool) -> str | None:
+def _latency_digest(pool: Pool) -> str | None:
     """A digest of the pool's known latencies (12 significant digits): it changes with the profile's
-    terms (another file of the same name), the serving mix, its statistic and the cost model itself."""
-    if pool.latency_s is None:
+    terms (another file of the same name), the serving mix, its statistic and the cost model itself.
+    None for a candidate table (its own digest, in the space, covers the known objective)."""
+    if pool.latency_s is None or isinstance(pool, CandidateTable):
         return None
     import hashlib
 
@@ -163,7 +165,7 @@ def _latency_digest(pool: CandidatePool) -> str | None:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def _pinned_meta(space: SearchSpace, pool: CandidatePool, searcher: Any,
+def _pinned_meta(space: SearchSpace | TableSpace, pool: Pool, searcher: Any,
                  evaluator_settings: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg = getattr(searcher, "config", None)
     extra = {} if evaluator_settings is None else {"evaluator": dict(evaluator_settings)}
@@ -180,11 +182,13 @@ def _pinned_meta(space: SearchSpace, pool: CandidatePool, searcher: Any,
 
 #: What a differing pinned key means, for the refusal message.
 _PINNED_WHY = {"latency_digest": "the candidates' latencies differ: the profile's terms (another file of the same "
-                                  "name?), the serving mix or the cost model changed"}
+                                  "name?), the serving mix or the cost model changed",
+              "space.table": "the candidate table differs (another file, its cells edited, or other column roles)"}
 
 
-def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | TrialStore, budget: int,
-               profile: str | None = None, searcher: Any = None, pool: CandidatePool | None = None,
+def run_search(*, space: SearchSpace | TableSpace, evaluator: Evaluator | RowEvaluator,
+               store: str | Path | TrialStore, budget: int,
+               profile: str | None = None, searcher: Any = None, pool: Pool | None = None,
                batch_size: int = 1, workers: int = 1, max_candidates: int = 1_000_000,
                max_consecutive_failures: int = 20, progress: bool = False,
                on_trial: Callable[[Trial], None] | None = None,
@@ -193,7 +197,10 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
 
     Args:
         space: the search space; ``profile`` (default ``space.objective.profile``) sets the latency objective.
-        evaluator: scores architectures (`autodistill.search.evaluators.Evaluator`).
+            A search over a candidate table passes its `TableSpace` (``table.space``) and ``pool=table``
+            (`autodistill.candidates.load_candidates`): its known objective plays the latency.
+        evaluator: scores architectures (`autodistill.search.evaluators.Evaluator`), or a table's rows
+            (`RowEvaluator`, e.g. `TableEvaluator` reading the table's objective column).
         store: run folder, ``.sqlite`` path or an open `TrialStore`.
         budget: completed trials wanted, counting earlier runs; failed trials do not use it up (a search
             stops with `SearchError` after ``max_consecutive_failures`` failures in a row, and so never
@@ -214,7 +221,15 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise SearchError(f"{name}={v!r} must be an integer >= {lo}")
     t_run = time.perf_counter()
-    pool = pool or build_pool(space, profile, max_candidates=max_candidates)
+    if pool is None:
+        if isinstance(space, TableSpace):
+            raise SearchError(f"a search over the candidate table {space.source} needs pool=its CandidateTable "
+                              "(autodistill.candidates.load_candidates)")
+        pool = build_pool(space, profile, max_candidates=max_candidates)
+    if isinstance(pool, CandidateTable) is not isinstance(space, TableSpace) or (
+            isinstance(pool, CandidateTable) and pool.space is not space):
+        raise SearchError("pool and space do not match: a candidate table is searched with space=table.space, "
+                          "pool=table; a space with its own CandidatePool")
     if searcher is None:
         searcher = make_searcher("engine", pool)
     db_path = store.db_path if isinstance(store, TrialStore) else resolve_store_path(store)
@@ -230,7 +245,8 @@ def run_search(*, space: SearchSpace, evaluator: Evaluator, store: str | Path | 
                 st.close()
 
 
-def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any, evaluator: Evaluator, budget: int,
+def _run(st: TrialStore, space: SearchSpace | TableSpace, pool: Pool, searcher: Any,
+         evaluator: Evaluator | RowEvaluator, budget: int,
          batch_size: int, workers: int, max_fail: int, progress: bool, on_trial: Callable[[Trial], None] | None,
          cm_version: str, t_run: float, evaluator_settings: Mapping[str, Any] | None,
          note: Callable[[int, int], None]) -> RunSummary:
@@ -247,7 +263,7 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                 if k in _PINNED_WHY:
                     details.append(_PINNED_WHY[k])
                 elif isinstance(was, dict) and isinstance(now, dict):
-                    details += [f"{k}.{kk}: stored {was.get(kk)!r}, now {now.get(kk)!r}"
+                    details += [_differs(f"{k}.{kk}", was.get(kk), now.get(kk))
                                 for kk in sorted(set(was) | set(now)) if was.get(kk) != now.get(kk)]
                 else:
                     details.append(f"{k}: stored {was!r}, now {now!r}")
@@ -298,7 +314,7 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                 note(max(batch_ids), 0)
                 archs = dict(zip(batch_ids, (s.arch for s in sugg)))
 
-            def one(tid: int, arch: StudentArch) -> Trial:
+            def one(tid: int, arch: Candidate) -> Trial:
                 st.mark_running(tid)
                 t0 = time.perf_counter()
                 try:
@@ -342,6 +358,14 @@ def _run(st: TrialStore, space: SearchSpace, pool: CandidatePool, searcher: Any,
                       n_failed=counts["failed"], n_evaluated_now=n_now, resumed=resumed,
                       pareto=tuple(st.pareto()), hypervolume=st.hypervolume(), reference_point=st.reference_point(),
                       wall_s=time.perf_counter() - t_run, suggest_s_total=suggest_total)
+
+
+def _differs(key: str, was: Any, now: Any) -> str:
+    """How a pinned value ``key`` differs: what it means (`_PINNED_WHY`) and, for a table of values, which."""
+    if key in _PINNED_WHY and isinstance(was, dict) and isinstance(now, dict):
+        return _PINNED_WHY[key] + ": " + ", ".join(f"{x} stored {was.get(x)!r}, now {now.get(x)!r}"
+                                                   for x in sorted(set(was) | set(now)) if was.get(x) != now.get(x))
+    return f"{key}: stored {was!r}, now {now!r}"
 
 
 def _roundtrip(v: Any) -> Any:

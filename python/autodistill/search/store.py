@@ -5,7 +5,8 @@ Layout: a run folder (``runs/NAME``) holds ``trials.sqlite``; a path ending in `
 
 * ``meta(key, value)``: JSON values (the space, profile, workload, engine settings, budget,
   cost-model version, creation time).
-* ``trials``: one row per proposal: ``trial_id`` (1, 2, ...), the architecture as JSON, ``status``
+* ``trials``: one row per proposal: ``trial_id`` (1, 2, ...), the architecture as JSON (a table search:
+  its `TableRow`, ``{"row": N, "values": {...}}``, with the known objective as ``latency_s``), ``status``
   (pending -> running -> completed | failed), the proposer (``source``, ``batch_id``, predicted
   accuracy and sd, acquisition value), cost-model ``latency_s`` and ``num_parameters``,
   ``accuracy``, ``measured_latency_s``, ``metrics`` JSON, ``error``, timestamps
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from autodistill.arch import StudentArch
+from autodistill.candidates import TableRow
 from autodistill.errors import AutodistillError, SearchError, choices_message
 from autodistill.fileio import atomic_path
 from autodistill.search.pareto import hypervolume, objective_matrix, pareto_mask, reference_point
@@ -379,7 +381,8 @@ class TrialStore:
         d = dict(r)
         what = f"trial {d.get('trial_id')}"
         try:
-            arch = StudentArch.from_dict(self._json(d.pop("arch_json"), f"{what} architecture"))
+            raw = self._json(d.pop("arch_json"), f"{what} architecture")
+            arch = TableRow.from_dict(raw) if TableRow.is_row_dict(raw) else StudentArch.from_dict(raw)
         except AutodistillError as e:
             raise SearchError(f"trial store {self.db_path} is damaged: {what}: {e}") from None
         metrics = self._json(d.pop("metrics_json") or "{}", f"{what} metrics")
@@ -449,7 +452,10 @@ class TrialStore:
                  "acq_value": t.acq_value, "error": t.error, "proposed_at": t.proposed_at,
                  "started_at": t.started_at, "finished_at": t.finished_at, "suggest_s": t.suggest_s,
                  "eval_s": t.eval_s, "cost_model_version": t.cost_model_version}
-            d.update({f"arch.{k}": v for k, v in t.arch.to_dict().items()})
+            if isinstance(t.arch, TableRow):
+                d.update({"row": t.arch.row, **{f"input.{k}": v for k, v in t.arch.values.items()}})
+            else:
+                d.update({f"arch.{k}": v for k, v in t.arch.to_dict().items()})
             d.update({f"metrics.{k}": v for k, v in t.metrics.items()})
             rows.append(d)
         df = pd.DataFrame(rows)

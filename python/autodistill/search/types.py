@@ -4,14 +4,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from autodistill.arch import StudentArch
+from autodistill.candidates import TableRow
 from autodistill.errors import SearchError, choices_message
 
 #: Life of a trial: proposed (pending) -> running -> completed | failed.
 STATUSES = ("pending", "running", "completed", "failed")
 FINISHED = ("completed", "failed")
+
+#: What a trial evaluates: a `StudentArch` (a search over a space) or an `autodistill.candidates.TableRow`
+#: (a search over a candidate table). Typed ``Any`` so that code reading the trials of a space search
+#: keeps StudentArch's attributes without a cast; `Trial` checks it is one of the two.
+Candidate: TypeAlias = Any
+CANDIDATE_TYPES = (StudentArch, TableRow)
 
 
 def _opt_float(name: str, v: Any, *, positive: bool = False) -> None:
@@ -53,7 +60,7 @@ class TrialResult:
 class Suggestion:
     """One proposal of a searcher, with what it knew when proposing it."""
 
-    arch: StudentArch
+    arch: Candidate
     source: str  # "initial" | "qlognehvi" | "qlognei" | "random" | "nsga2" | ...
     pool_index: int = -1
     latency_s: float | None = None  # cost model, objective workload
@@ -65,7 +72,7 @@ class Suggestion:
 
 @dataclass(frozen=True)
 class Trial:
-    """One evaluation of one architecture, as the store keeps it.
+    """One evaluation of one architecture (or table row: `Candidate`), as the store keeps it.
 
     ``latency_s`` is the cost-model latency of the objective workload (a known objective);
     ``measured_latency_s`` what the evaluator measured, if anything. Times are Unix seconds;
@@ -73,7 +80,7 @@ class Trial:
     """
 
     trial_id: int
-    arch: StudentArch
+    arch: Candidate
     status: str
     accuracy: float | None = None
     latency_s: float | None = None
@@ -96,8 +103,9 @@ class Trial:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise SearchError(choices_message("trial status", self.status, STATUSES))
-        if not isinstance(self.arch, StudentArch):
-            raise SearchError(f"trial {self.trial_id}: arch must be a StudentArch, got {type(self.arch).__name__}")
+        if not isinstance(self.arch, CANDIDATE_TYPES):
+            raise SearchError(f"trial {self.trial_id}: arch must be a StudentArch or a TableRow, got "
+                              f"{type(self.arch).__name__}")
         _opt_float("accuracy", self.accuracy)
         _opt_float("latency_s", self.latency_s, positive=True)
         _opt_float("measured_latency_s", self.measured_latency_s, positive=True)
