@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -103,7 +104,10 @@ def test_whole_job_runs_and_resumes_without_redoing_work(tiny_setup) -> None:
     assert len(conf["students"]) == len(students)
     assert all(c["measured_latency_s"] > 0 and c["est_latency_s"] > 0 for c in conf["students"])
     md = res.report_md.read_text()
-    assert "| baseline |" in md and "bert-base (ref)" in md and "## Against the baseline" in md
+    assert re.search(r"^\| baseline +\|", md, re.M) and "bert-base (ref)" in md and "## Against the baseline" in md
+    assert md.splitlines()[4].startswith("- Take trial") and "## Every trial" in md  # the answer first
+    html = res.report_html.read_text()
+    assert "id=summary" in html and "students/" in html and "<h2>Run</h2>" in html
     assert "measured latency: fastest call per case, fastest of the timing passes" in md
     # Resume: nothing is redone (same trials, same results, same measurements).
     before = {s: (out / "students" / s / "result.json").read_text() for s in students}

@@ -1,49 +1,73 @@
 from __future__ import annotations
 
-import base64
+import dataclasses
+import os
 import re
 from pathlib import Path
 
 import pytest
+from report_data import report_data
 
-from autodistill.report import ReportData, StudentRow, TrialPoint, compare_to_baseline, markdown, write_report
-
-
-def _data() -> ReportData:
-    students = (
-        StudentRow("s1", "mobilebert-L4-H256", 5_000_000, 1.0e-4, flash_accuracy=0.30, mlm_accuracy=0.35,
-                   glue={"sst2/accuracy": 0.80}, local_est_latency_s=2.0e-3, measured_latency_s=2.1e-3, pareto=True,
-                   local_interval_s=(1.8e-3, 2.3e-3)),
-        StudentRow("s2", "mobilebert-L6-H384", 9_000_000, 2.0e-4, flash_accuracy=0.33,
-                   local_est_latency_s=3.0e-3, measured_latency_s=2.5e-3, drift_est_latency_s=2.7e-3,
-                   local_interval_s=(2.7e-3, 3.5e-3)),
-        StudentRow("mobilebert", "mobilebert-L24-H512", 24_581_888, 5.1e-4, reference=True),
-        StudentRow("baseline", "mobilebert-L6-H384-B96", 7_000_000, 1.5e-4, mlm_accuracy=0.30,
-                   local_est_latency_s=4.0e-3, measured_latency_s=4.1e-3, recal_est_latency_s=4.08e-3, baseline=True),
-    )
-    trials = tuple(TrialPoint(0.2 + 0.01 * i, 1e-4 * (1 + i)) for i in range(10))
-    return ReportData("test run", "tpu_v4i", "cpu (test)", students, trials, tuple(range(1, 11)),
-                      {"mape": 0.04, "within_10pct": 0.96}, ("a note",))
+from autodistill.report import (
+    PARAMS_DEFINITION,
+    StudentRow,
+    compare_to_baseline,
+    full_front,
+    markdown,
+    render_html,
+    summarize,
+    write_report,
+)
 
 
-def test_markdown_has_table_errors_and_calibration() -> None:
-    md = markdown(_data())
-    assert ("| s1 | mobilebert-L4-H256 | 5.00 | 0.3000 | 0.3500 | 0.8000 | 0.100 | 2.000 | 1.800-2.300 (inside) "
-            "| 2.100 | -4.8% |  |  | yes |" in md)
-    assert "| 3.000 | 2.700-3.500 (outside) | 2.500 |" in md  # s2 ran faster than its interval
-    assert ("| baseline | mobilebert-L6-H384-B96 | 7.00 |  | 0.3000 |  | 0.150 | 4.000 |  | 4.100 | -2.4% |  "
-            "| -0.5% |  |" in md)
-    assert "| +20.0% | +8.0% |" in md                     # s2: 3.0 (2.7 drift-corrected) estimated vs 2.5 measured
-    assert "mobilebert (ref)" in md and "- mape: 0.04" in md and "a note" in md
-    # s1 beats the baseline (+0.05 at 1.5x lower latency); s2 has no full-distillation accuracy
-    assert "| s1 | +0.0500 | 1.50x | yes | yes |" in md
-    assert "beat the baseline (higher held-out MLM accuracy at equal or lower tpu_v4i latency): 1 of 1" in md
-    assert "at least 1.3x faster at equal or higher accuracy: 1 of 1" in md
-    assert "2 of 3 measured latencies within 10%" in md
-    assert "drift check (the device's speed now against calibration time, from other students): 1 of 1 within 10%" in md
+def _replace_student(data, name: str, **changes):
+    return dataclasses.replace(data, students=tuple(dataclasses.replace(s, **changes) if s.name == name else s
+                                                    for s in data.students))
 
 
-def test_baseline_comparison() -> None:
+def test_the_summary_names_the_pick_its_gain_and_the_device_check() -> None:
+    s = summarize(report_data())
+    # trial0003 and trial0001 beat the baseline; trial0001 is dominated by trial0003 after full distillation
+    assert s.recommended == ("trial0003",)
+    assert s.lines[0].startswith("Take trial0003 (mobilebert-L3-H384-B128, 4.51M parameters): held-out MLM "
+                                 "accuracy 0.0660 ± 0.0035, estimated 0.04690 ms on tpu_v4i (interval 0.03-0.08 ms)")
+    assert "accuracy +0.0110 ± 0.0048, 2.3 standard errors; 3.20x faster on tpu_v4i" in s.lines[1]
+    assert "1.64x as measured on the device" in s.lines[1]
+    assert s.lines[-1].startswith("Device check on cpu (profile cpu_local): 3 of 4 measured latencies within ±10%")
+    text = " ".join(s.warnings)
+    assert "trial0006 had the best flash accuracy (0.0690) but ranks 3 of 3 after full distillation" in text
+    assert "dominated after full distillation: trial0001" in text
+    assert "ran at 1.21x its calibration-time latency" in text
+    assert "refitted profile was written (runs/synth/cpu_local_refit.toml)" in text
+    assert len(s.warnings) == 4  # 1 failed trial of 13 is not called out
+
+
+def test_the_summary_rule_when_nothing_beats_the_baseline_or_there_is_none() -> None:
+    data = report_data()
+    # a better baseline: no student beats it; the most accurate on the front is named, and why
+    better = _replace_student(data, "baseline", mlm_accuracy=0.09)
+    s = summarize(better)
+    assert s.recommended == ("trial0003",) and "No student beat the baseline" in " ".join(s.lines)
+    # no baseline at all
+    nobase = dataclasses.replace(data, students=tuple(x for x in data.students if not x.baseline))
+    s = summarize(nobase)
+    assert s.recommended == ("trial0003",) and "has no baseline" in " ".join(s.lines)
+    # nothing finished, nothing measured
+    none = dataclasses.replace(data, students=tuple(dataclasses.replace(x, mlm_accuracy=None, measured_latency_s=None)
+                                                    for x in data.students if not x.reference))
+    s = summarize(none)
+    assert s.recommended == () and "nothing to recommend" in s.lines[0]
+    assert s.lines[-1] == "No latency was measured on a device in this run."
+    # flash and full agree, no drift, no refit, no failures: no warnings
+    calm = dataclasses.replace(_replace_student(data, "trial0006", flash_accuracy=0.040),
+                               calibration={}, refit_profile=None, trials=data.trials[:-1])
+    calm = _replace_student(calm, "trial0001", pareto=False)
+    assert summarize(calm).warnings == ()
+
+
+def test_the_full_front_and_the_baseline_comparison() -> None:
+    data = report_data()
+    assert [s.name for s in full_front(data)] == ["trial0006", "trial0003"]
     rows = [StudentRow("b", "x", 1, 2.0e-4, mlm_accuracy=0.30, baseline=True),
             StudentRow("faster_equal", "x", 1, 1.5e-4, mlm_accuracy=0.30),   # 1.33x faster, same accuracy
             StudentRow("slower_better", "x", 1, 3.0e-4, mlm_accuracy=0.40),
@@ -54,15 +78,66 @@ def test_baseline_comparison() -> None:
     assert not c["faster_equal"].beats and c["faster_equal"].faster_at_equal_accuracy
     assert not c["slower_better"].beats and not c["slower_better"].faster_at_equal_accuracy
     assert c["better_same"].beats and c["better_same"].speedup == pytest.approx(1.0)
+    assert c["better_same"].gain_se is None  # no prediction counts, no standard error
     assert compare_to_baseline(rows[1:]) == []   # no baseline, no comparison
 
 
-def test_html_is_one_file_with_embedded_images(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
-    html_path, md_path = write_report(_data(), tmp_path / "out")
+def test_markdown_reads_as_plain_text_summary_first() -> None:
+    md = markdown(report_data())
+    lines = md.splitlines()
+    assert lines[2] == "## Summary" and lines[4].startswith("- Take trial0003")
+    prose = [x for x in lines if not x.startswith("|")]
+    assert max(map(len, prose)) <= 100
+    tables: list[list[str]] = []
+    for i, x in enumerate(lines):
+        if x.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+            tables.append([])
+        if x.startswith("|"):
+            tables[-1].append(x)
+    assert len(tables) >= 6
+    for t in tables:
+        assert len({len(x) for x in t}) == 1, t[0]  # every column padded: one width per table
+    # rows tens of microseconds apart stay apart; numbers right-aligned
+    assert re.search(r"\| trial0006 +\| mobilebert-L4-H256-B64 +\| +0\.04660 \| 0\.03-0\.08 ", md)
+    assert "0.04690" in md and "0.04730" in md
+    assert "|---:|" not in md and re.search(r"-+:\|", md)
+    assert "| mean |error|, profile as given" not in md  # a | in a cell would break the table
+    assert "mean /error/, profile as given" in md and "8.0%" in md
+    assert "against the reference point accuracy 0 and latency 1.000 ms" in md
+    assert PARAMS_DEFINITION in " ".join(prose).replace("\n", " ") or "without the pooler" in md
+
+
+def test_html_is_one_offline_file_with_plots_links_and_metadata(tmp_path: Path) -> None:
+    html_path, md_path = write_report(report_data(), tmp_path / "out")
     text = html_path.read_text()
-    imgs = re.findall(r"src='data:image/png;base64,([^']+)'", text)
-    assert len(imgs) == 3  # Pareto, predicted vs measured, hypervolume
-    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
-    assert "<td>s1</td>" in text and md_path.read_text().startswith("# test run")
+    assert "<meta name='viewport' content='width=device-width, initial-scale=1'>" in text
+    assert not re.search(r"(src|href)=['\"]https?:", text)  # nothing to fetch
+    assert text.count("<figure>") == 4  # estimated front, measured front, predicted vs measured, hypervolume
+    assert text.index("id=summary") < text.index("<figure>")
+    # every plotted point has its hover text; every reference model a legend entry
+    assert text.count("<title>trial ") == 12 and "reference models (dotted line: no accuracy here)" in text
+    assert "front after full distillation" in text and "the same after flash distillation (arrow" in text
+    assert "drift-corrected (speed now vs calibration)" in text and "after the refit (in-sample)" in text
+    # the band is drawn beneath the markers: the first path of the predicted-vs-measured plot
+    pv = text[text.index("Predicted vs measured on"):]
+    assert pv.index("fill='#e8eef5'") < pv.index("<circle")
+    assert "against the reference point accuracy 0 and latency 1.000 ms" in text
+    assert "<a href='students/trial0006/hf'>trial0006</a>" in text  # relative to the run folder
+    assert "table class=sortable" in text and "data-v='0.066'" in text
+    assert "<td>stage distill</td><td class=num data-v='200.0'>200.0 s</td>" in text
+    assert md_path.read_text().startswith("# autodistill run: synth")
     assert not list((tmp_path / "out").glob(".*.tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert html_path.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not mkstemp's private 0600
+    md_path.chmod(0o640)
+    write_report(report_data(), tmp_path / "out")
+    assert md_path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+
+
+def test_log_axis_ticks_never_collide() -> None:
+    html = render_html(report_data())
+    for fig in re.findall(r"<figure>.*?</figure>", html, re.S):
+        xs = [float(x) for x in re.findall(r"<text x='([\d.]+)' y='[\d.]+' font-size='11' text-anchor='middle'>",
+                                           fig)]
+        assert all(b - a > 40 for a, b in zip(xs, xs[1:])), xs

@@ -248,6 +248,7 @@ def test_run_end_to_end_on_a_tiny_config_then_a_resume_redoes_nothing(tmp_path: 
     assert [s for _, s, *_ in trials] == ["completed", "completed"]
     recs = folder.students()
     assert len(recs) == 1 and recs[0].ready and recs[0].steps == 2 and recs[0].trial_id in {t[0] for t in trials}
+    assert recs[0].mlm_predictions > 0  # the held-out token count behind the report's standard error
     assert list(folder.checkpoint_dir(recs[0].name).iterdir())  # the full distillation's checkpoint
     files = _files(out)
     assert any(k.endswith("result.json") for k in files)

@@ -33,6 +33,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:  # on disk before the rename, so a power cut cannot leave an empty file
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); the result gets the mode of an ordinary new file, or
+        # keeps the mode of the file it replaces
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -57,6 +60,12 @@ def check_output_file(path: str | os.PathLike[str], flag: str, *, ours: Callable
         hint = "give another name" if force is None else "pass --force to replace it, or give another name"
         raise error(f"{flag} {str(p)!r} exists and is not {what}; {hint}")
     return p
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

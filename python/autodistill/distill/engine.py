@@ -394,6 +394,7 @@ class HeldoutMetrics(TypedDict):
     mlm_accuracy: float
     mlm_loss: float
     nsp_accuracy: float | None
+    mlm_predictions: int
 
 
 class DistillEngine:
@@ -516,7 +517,7 @@ class DistillEngine:
         if count == 0:
             raise DistillError("no masked predictions in the held-out batches")
         out: HeldoutMetrics = {"mlm_accuracy": tot["correct"] / count, "mlm_loss": tot["loss_sum"] / count,
-                               "nsp_accuracy": None}
+                               "nsp_accuracy": None, "mlm_predictions": int(round(count))}
         if self.nsp:
             out["nsp_accuracy"] = tot["nsp_correct"] / max(tot["nsp_count"], 1.0)
         return out

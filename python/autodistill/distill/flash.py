@@ -296,12 +296,14 @@ def flash_train(arch: StudentArch, teacher: Any, data: Any, config: FlashConfig 
     state = engine.init_state(cfg.seed, init_from_teacher=cfg.init_from_teacher, head_init=cfg.head_init)
     run = run_steps(engine, state, data, cfg, cache, 0, cfg.total_steps, progress=progress)
     status, message = run.status, run.message
-    ev: HeldoutMetrics = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None}
+    nan_ev: HeldoutMetrics = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None,
+                              "mlm_predictions": 0}
+    ev = nan_ev
     if status == "ok":
         ev = engine.evaluate(run.state, data.heldout_batches(cfg.eval_batch_size))
         if not math.isfinite(ev["mlm_loss"]):
             status, message = "nan", "non-finite held-out loss"
-            ev = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None}
+            ev = nan_ev
     wall = time.perf_counter() - t0
     result = FlashResult(
         arch=arch, status=status, mlm_accuracy=float(ev["mlm_accuracy"]), mlm_loss=float(ev["mlm_loss"]),

@@ -96,6 +96,7 @@ class FullResult:
     resumed_from: int | None
     evals: tuple[tuple[int, float], ...] = ()
     message: str = ""
+    mlm_predictions: int = 0  # held-out masked tokens behind mlm_accuracy
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -227,7 +228,8 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
     finally:
         mngr.wait_until_finished()
     finished = run.status == "ok" and len(run.losses) == cfg.total_steps
-    ev: HeldoutMetrics = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None}
+    ev: HeldoutMetrics = {"mlm_accuracy": float("nan"), "mlm_loss": float("nan"), "nsp_accuracy": None,
+                          "mlm_predictions": 0}
     if finished:
         ev = engine.evaluate(run.state, data.heldout_batches(cfg.eval_batch_size))
     mngr.close()
@@ -236,7 +238,7 @@ def full_distill(arch: StudentArch, teacher: Any, data: Any, config: FullConfig,
         mlm_accuracy=float(ev["mlm_accuracy"]), mlm_loss=float(ev["mlm_loss"]), nsp_accuracy=ev["nsp_accuracy"],
         losses=tuple(run.losses), wall_time_s=time.perf_counter() - t0,
         train_tokens_per_s=run.tokens_per_s(cfg.batch_size * data.seq_len), checkpoint_dir=str(ckdir),
-        resumed_from=latest, evals=tuple(evals), message=run.message)
+        resumed_from=latest, evals=tuple(evals), message=run.message, mlm_predictions=int(ev["mlm_predictions"]))
     jax.block_until_ready(run.state)
     logger.info("full %s: status=%s steps=%d mlm_accuracy=%.4f", arch.short_name(), result.status,
                 result.steps_done, result.mlm_accuracy)

@@ -86,6 +86,7 @@ class StudentRecord:
     baseline: bool = False
     exported: str | None = None  # the transformers folder, once exported
     glue: Mapping[str, float] = field(default_factory=dict)  # "<task>/<metric>" -> dev-set value
+    mlm_predictions: int = 0  # held-out masked tokens behind mlm_accuracy (0: not recorded)
 
     @property
     def ready(self) -> bool:
@@ -107,6 +108,8 @@ class StudentRecord:
             d.update(trial_id=self.trial_id, flash_accuracy=self.flash_accuracy, est_latency_s=self.est_latency_s)
         d.update(status=self.status, finished=self.finished, mlm_accuracy=self.mlm_accuracy, steps=self.steps,
                  wall_time_s=self.wall_time_s, train_tokens_per_s=self.train_tokens_per_s, message=self.message)
+        if self.mlm_predictions:
+            d["mlm_predictions"] = self.mlm_predictions
         if self.exported is not None:
             d["exported"] = self.exported
         if self.glue:
@@ -125,7 +128,8 @@ class StudentRecord:
                    trial_id=None if d.get("trial_id") is None else int(d["trial_id"]),
                    flash_accuracy=_opt_float(d.get("flash_accuracy")), est_latency_s=_opt_float(d.get("est_latency_s")),
                    baseline=bool(d.get("baseline", False)), exported=d.get("exported"),
-                   glue={str(k): float(v) for k, v in (d.get("glue") or {}).items()})
+                   glue={str(k): float(v) for k, v in (d.get("glue") or {}).items()},
+                   mlm_predictions=int(d.get("mlm_predictions") or 0))
 
 
 # ---------------------------------------------------------------------------------------------- confirm

@@ -4,6 +4,7 @@ exports, measurements), so a resume runs them all again."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from autodistill.errors import AutodistillError, ConfigError
@@ -87,7 +88,8 @@ def stage_distill(ctx: RunContext) -> list[StudentRecord]:
         rec = StudentRecord(todo.name, arch, status=r.status, finished=r.finished, mlm_accuracy=r.mlm_accuracy,
                             steps=r.steps_done, wall_time_s=r.wall_time_s, train_tokens_per_s=r.train_tokens_per_s,
                             message=r.message, trial_id=todo.trial_id, flash_accuracy=todo.flash_accuracy,
-                            est_latency_s=todo.est_latency_s, baseline=todo.baseline)
+                            est_latency_s=todo.est_latency_s, baseline=todo.baseline,
+                            mlm_predictions=r.mlm_predictions)
         ctx.folder.save_student(rec)
         results.append(rec)
         logger.info("distilled %s (%s): %s, MLM accuracy %.4f", rec.name, arch.short_name(), r.status, r.mlm_accuracy)
@@ -203,6 +205,7 @@ def stage_confirm(ctx: RunContext) -> ConfirmRecord | None:
 
 def stage_report(ctx: RunContext) -> tuple[Any, Any]:
     """``report.html`` and ``report.md``: every student, the references, the search and the confirmation."""
+    from autodistill import __version__
     from autodistill.arch import reference_arch
     from autodistill.measure.table import TIME_DESCRIPTIONS
     from autodistill.report import ReportData, StudentRow, TrialPoint, write_report
@@ -217,8 +220,10 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
     with TrialStore(ctx.folder.store_dir, create=False, readonly=True) as st:
         done = [t for t in st.trials() if t.finished]
         ref = st.reference_point()  # the one the search logged its hypervolume against
-    points = tuple(TrialPoint(t.accuracy, t.latency_s) for t in done
-                   if t.ok and t.accuracy is not None and t.latency_s)
+    points = tuple(TrialPoint(t.accuracy if t.ok else None, t.latency_s, trial_id=t.trial_id,
+                              config=t.arch.short_name(), params=t.arch.num_parameters(pooler=False),
+                              status=t.status, source=t.source)
+                   for t in done)
     hv: tuple[float, ...] = ()
     if ref is not None and done:
         acc = [t.accuracy if t.ok and t.accuracy is not None else float("nan") for t in done]
@@ -232,10 +237,13 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
             band = confirm_profile(ctx.cfg.confirm.profile).error_band()
         except AutodistillError as e:
             logger.warning("no latency interval in the report: %s", e)
+    search_band = objective.cost_model.profile.error_band()
     rows = []
-    for res in ctx.folder.students():
+    students = ctx.folder.students()
+    for res in students:
         a, c = res.arch, by_name.get(res.name)
-        rows.append(StudentRow(res.name, a.short_name(), a.num_parameters(pooler=False), est(a),
+        est_s = est(a)
+        rows.append(StudentRow(res.name, a.short_name(), a.num_parameters(pooler=False), est_s,
                                flash_accuracy=res.flash_accuracy,
                                mlm_accuracy=res.mlm_accuracy if res.status == "ok" else None, glue=dict(res.glue),
                                local_est_latency_s=c.est_latency_s if c else None,
@@ -243,16 +251,23 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
                                recal_est_latency_s=c.recal_latency_s if c else None,
                                drift_est_latency_s=c.drift_latency_s if c else None,
                                local_interval_s=band.around(c.est_latency_s) if band and c and c.est_latency_s
-                               else None, pareto=not res.baseline, baseline=res.baseline))
+                               else None, pareto=not res.baseline, baseline=res.baseline,
+                               est_interval_s=search_band.around(est_s), mlm_predictions=res.mlm_predictions,
+                               exported=res.exported, trial_id=res.trial_id))
     teacher = ctx.teacher
     ta = teacher.arch
+    # the teacher is scored on the same held-out tokens as the students
+    n_heldout = max((r.mlm_predictions for r in students), default=0)
     rows.append(StudentRow(f"teacher ({teacher.name})", ta.short_name(), ta.num_parameters(pooler=False), est(ta),
-                           reference=True, mlm_accuracy=ctx.evaluator.teacher_mlm_accuracy))
+                           reference=True, mlm_accuracy=ctx.evaluator.teacher_mlm_accuracy,
+                           mlm_predictions=n_heldout))
     for name in ("bert-base", "mobilebert", "mobilebert-tiny"):
         a = reference_arch(name)
         rows.append(StudentRow(name, a.short_name(), a.num_parameters(pooler=False), est(a), reference=True))
     notes = [f"search: {len([t for t in done if t.ok])} completed, {len([t for t in done if not t.ok])} failed "
-             f"trials; latency objective: {objective.describe()}"]
+             f"trials; latency objective: {objective.describe()}; latency interval on "
+             f"{objective.cost_model.profile.name}: measured/estimated in [{search_band.low:.3g}, "
+             f"{search_band.high:.3g}] ({search_band.source or 'the profile'})"]
     if conf is not None:
         if conf.note:
             notes.append(conf.note)
@@ -264,10 +279,17 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
             notes.append(f"drift check: {int(drift['n'])} students of the {conf.profile} calibration table, "
                          f"re-timed beside the confirmation, ran at {drift['ratio']:.3f}x their calibration-time "
                          "latency (median)")
-        if conf.recalibrated_profile:
-            notes.append("confirmation errors exceeded the tolerance; recalibrated profile: "
-                         f"{conf.recalibrated_profile}")
     device = f"{conf.device} (profile {conf.profile})" if conf is not None else "n/a (profile n/a)"
+    state = ctx.folder.state()
+    meta = {"run": ctx.cfg.run.name, "report written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "autodistill": __version__, "run folder": str(ctx.folder.path),
+            "config": str(ctx.folder.path / "config.toml") if (ctx.folder.path / "config.toml").is_file()
+            else "the embedded default", "seed": str(ctx.cfg.run.seed), "teacher": teacher.name,
+            "search": f"{ctx.cfg.search.searcher}, budget {ctx.cfg.search.budget} trials"}
+    times = {k: float(v.wall_s) for k, v in state.stages.items() if v.wall_s is not None}
     data = ReportData(f"autodistill run: {ctx.cfg.run.name}", objective.cost_model.profile.name, device, tuple(rows),
-                      points, hv, dict(conf.summary) if conf is not None else {}, tuple(notes))
+                      points, hv, dict(conf.summary) if conf is not None else {}, tuple(notes),
+                      reference_point=ref, metadata=meta, stage_times_s=times,
+                      refit_profile=conf.recalibrated_profile if conf is not None else None,
+                      link_base=str(ctx.folder.path))
     return write_report(data, ctx.folder.path)
