@@ -17,7 +17,8 @@ from typing import Any
 
 from autodistill.errors import AutodistillError, ConfigError
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "check_output_file", "json_default", "read_json"]
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "check_output_file", "file_on_the_way",
+           "json_default", "read_json"]
 
 
 @contextmanager
@@ -42,6 +43,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def file_on_the_way(path: str | os.PathLike[str]) -> Path | None:
+    """The nearest existing parent of ``path`` when it is not a folder (so ``path`` cannot be made), else None."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def check_output_file(path: str | os.PathLike[str], flag: str, *, ours: Callable[[Path], bool] | None = None,
                       what: str = "a file autodistill wrote", force: bool | None = None,
                       error: type[AutodistillError] = ConfigError) -> Path:
@@ -51,11 +60,9 @@ def check_output_file(path: str | os.PathLike[str], flag: str, *, ours: Callable
     p = Path(path)
     if p.is_dir():
         raise error(f"{flag} {str(p)!r} is a folder; give a file name")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise error(f"{flag} {str(p)!r}: {str(parent)!r} is a file, not a folder")
-            break
+    blocked = file_on_the_way(p)
+    if blocked is not None:
+        raise error(f"{flag} {str(p)!r}: {str(blocked)!r} is a file, not a folder")
     if p.exists() and ours is not None and not force and not ours(p):
         hint = "give another name" if force is None else "pass --force to replace it, or give another name"
         raise error(f"{flag} {str(p)!r} exists and is not {what}; {hint}")

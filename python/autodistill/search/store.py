@@ -35,7 +35,7 @@ import numpy as np
 from autodistill.arch import StudentArch
 from autodistill.candidates import TableRow
 from autodistill.errors import AutodistillError, SearchError, choices_message
-from autodistill.fileio import atomic_path
+from autodistill.fileio import atomic_path, file_on_the_way
 from autodistill.search.pareto import hypervolume, objective_matrix, pareto_mask, reference_point
 from autodistill.search.types import FINISHED, STATUSES, Suggestion, Trial, TrialResult
 
@@ -111,11 +111,9 @@ def resolve_store_path(path: str | Path, *, find_run_store: bool = False) -> Pat
             db = p / RUN_STORE
     if db.is_dir():
         raise SearchError(f"store {str(db)!r} is a folder, not a SQLite file")
-    for parent in db.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise SearchError(f"store {str(db)!r}: {str(parent)!r} is a file, not a folder")
-            break
+    blocked = file_on_the_way(db)
+    if blocked is not None:
+        raise SearchError(f"store {str(db)!r}: {str(blocked)!r} is a file, not a folder")
     return db
 
 
@@ -185,11 +183,9 @@ def check_csv_path(path: str | Path, db_path: Path, *, force: bool = False) -> P
                           "give the CSV another name")
     if path.is_dir():
         raise SearchError(f"--csv {path} is a folder; give a file name")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise SearchError(f"--csv {path}: {parent} is a file, not a folder")
-            break
+    blocked = file_on_the_way(path)
+    if blocked is not None:
+        raise SearchError(f"--csv {path}: {blocked} is a file, not a folder")
     if path.exists() and not force and not _is_trials_csv(path):
         raise SearchError(f"{path} exists and is not a trials CSV written by autodistill; pass --force to "
                           "replace it, or give another name")
