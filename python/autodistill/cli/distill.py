@@ -86,7 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "same student (nothing else is replaced)")
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     e.add_argument("--vocab", default=None, help="vocab.txt to include (default: the run's teacher vocab)")
-    e.add_argument("--no-verify", action="store_true", help="skip the transformers logits check")
+    e.add_argument("--no-verify", action="store_true", help="skip the transformers (and StableHLO) logits check")
+    e.add_argument("--stablehlo", action="store_true",
+                   help="also write the student as a serialized StableHLO program (jax.export, symbolic batch and "
+                        "sequence; needs flatbuffers) to the folder OUT.stablehlo beside OUT, reloaded in a fresh "
+                        "process and checked against Flax (default: off, transformers folder only)")
     e.set_defaults(func=_export)
 
 
@@ -256,6 +260,25 @@ def _export(args: argparse.Namespace) -> int:
         if vocab and not Path(vocab).is_file():
             logger.warning("the run's vocab %s is gone; exporting without vocab.txt", vocab)
             vocab = None
+    shlo = None
+    if args.stablehlo:
+        from autodistill.distill.stablehlo import stablehlo_available
+
+        why = stablehlo_available()
+        if why is not None:
+            raise DistillError(why)
+        shlo = out.with_name(out.name + ".stablehlo")
+        if shlo == ck or ck in shlo.parents:
+            raise DistillError(f"--stablehlo: {shlo} is inside the checkpoint folder {args.checkpoint_dir}")
     folder = export_student(arch, params, args.out, vocab_path=vocab, verify=not args.no_verify)
     print(f"exported {arch.short_name()} to {folder}" + ("" if args.no_verify else " (transformers logits match)"))
+    if shlo is not None:
+        from autodistill.distill.stablehlo import check_stablehlo, export_stablehlo
+
+        export_stablehlo(arch, params, shlo)
+        note = ""
+        if not args.no_verify:
+            chk = check_stablehlo(shlo, arch, params)
+            note = f" (reloaded in a fresh process: max |logit diff| {chk['max_abs_diff']:.2g})"
+        print(f"exported {arch.short_name()} as StableHLO to {shlo}{note}")
     return 0

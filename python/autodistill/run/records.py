@@ -144,6 +144,7 @@ class ConfirmedStudent:
     est_latency_s: float
     recal_latency_s: float | None = None
     drift_latency_s: float | None = None
+    stablehlo_latency_s: float | None = None  # the reloaded StableHLO program (MLM head included), same shape
 
 
 #: Files written before confirm.json recorded its statistic compared load-corrected medians.
@@ -187,7 +188,9 @@ class ConfirmRecord:
             "summary": dict(self.summary), "note": self.note, "drift": dict(self.drift) if self.drift else None,
             "students": [{"name": s.name, "arch": s.arch.to_dict(), "measured_latency_s": s.measured_latency_s,
                           "measured_spread": s.measured_spread, "est_latency_s": s.est_latency_s,
-                          "recal_latency_s": s.recal_latency_s, "drift_latency_s": s.drift_latency_s}
+                          "recal_latency_s": s.recal_latency_s, "drift_latency_s": s.drift_latency_s,
+                          **({"stablehlo_latency_s": s.stablehlo_latency_s} if s.stablehlo_latency_s is not None
+                             else {})}
                          for s in self.students]}
         if self.recalibrated_profile is not None:
             d["recalibrated_profile"] = self.recalibrated_profile
@@ -202,7 +205,8 @@ class ConfirmRecord:
             _fields(s, f"{what} student {i}", "name", "arch", "measured_latency_s", "est_latency_s")
             studs.append(ConfirmedStudent(str(s["name"]), _arch(s["arch"], what), float(s["measured_latency_s"]),
                                           float(s.get("measured_spread") or 0.0), float(s["est_latency_s"]),
-                                          _opt_float(s.get("recal_latency_s")), _opt_float(s.get("drift_latency_s"))))
+                                          _opt_float(s.get("recal_latency_s")), _opt_float(s.get("drift_latency_s")),
+                                          _opt_float(s.get("stablehlo_latency_s"))))
         return cls(device=str(d["device"]), profile=str(d["profile"]), batch=int(d["batch"]), seq=int(d["seq"]),
                    time_column=str(d.get("time_column", LEGACY_TIME_COLUMN)),
                    tolerance=float(d.get("tolerance", 0.1)), students=tuple(studs),

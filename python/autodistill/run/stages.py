@@ -12,6 +12,8 @@ from autodistill.run.context import RemoteEvaluate, RunContext
 from autodistill.run.records import ConfirmRecord, StudentRecord
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from autodistill.arch import StudentArch
     from autodistill.search.runner import RunSummary
 
@@ -120,18 +122,50 @@ class _progress_bar:
             self.bar.close()
 
 
+def stablehlo_dir(ctx: RunContext, name: str) -> Path:
+    """``students/<name>/stablehlo``: the student's StableHLO program, beside ``hf/``."""
+    return ctx.folder.export_dir(name).parent / "stablehlo"
+
+
 def stage_export(ctx: RunContext) -> None:
-    """A transformers folder per ready student, checked against the Flax model."""
+    """A transformers folder per ready student, checked against the Flax model, and beside it a StableHLO
+    program (``jax.export``, symbolic batch and sequence) reloaded in a fresh process and checked too.
+    Without ``flatbuffers`` (needed by ``jax.export`` serialization) the StableHLO program is skipped
+    with a warning."""
     from autodistill.distill.export import export_student
     from autodistill.distill.full import load_checkpoint
+    from autodistill.distill.stablehlo import (
+        SIGNATURE_FILE,
+        check_stablehlo,
+        export_stablehlo,
+        stablehlo_available,
+        stablehlo_written,
+    )
 
+    no_shlo = stablehlo_available()
+    if no_shlo is not None:
+        logger.warning("export: no StableHLO programs: %s", no_shlo)
     for rec in ctx.folder.students(ready=True):
         hf = ctx.folder.export_dir(rec.name)
-        if rec.exported and (hf / "config.json").is_file():
+        shlo = stablehlo_dir(ctx, rec.name)
+        hf_done = rec.exported and (hf / "config.json").is_file()
+        shlo_done = no_shlo is not None or stablehlo_written(shlo, rec.arch)
+        if hf_done and shlo_done:
             continue
         arch, params = load_checkpoint(ctx.folder.checkpoint_dir(rec.name))
-        export_student(arch, params, hf, vocab_path=ctx.teacher.vocab_path, verify=True)
-        ctx.folder.save_student(rec.with_export(str(hf)))
+        if not hf_done:
+            export_student(arch, params, hf, vocab_path=ctx.teacher.vocab_path, verify=True)
+            rec = rec.with_export(str(hf))
+            ctx.folder.save_student(rec)
+        if not shlo_done:
+            export_stablehlo(arch, params, shlo)
+            try:
+                chk = check_stablehlo(shlo, arch, params)
+            except AutodistillError:
+                (shlo / SIGNATURE_FILE).unlink(missing_ok=True)  # not a finished export: a resume redoes it
+                raise
+            logger.info("exported %s as StableHLO to %s (reloaded in a fresh process in %.2fs; max |logit diff| "
+                        "%.2e)", rec.name, shlo, chk["load_s"], chk["max_abs_diff"])
 
 
 def stage_glue(ctx: RunContext) -> None:
@@ -199,8 +233,41 @@ def stage_confirm(ctx: RunContext) -> ConfirmRecord | None:
     if rep.recalibrated is not None:
         saved = str(save_profile(rep.recalibrated, ctx.folder.profile_path(rep.recalibrated.name)))
     rec = ConfirmRecord.of_report(rep, cfg.batch, cfg.seq, recalibrated_profile=saved)
+    rec = _with_stablehlo_latency(ctx, rec, prev if rows is not None else None)
     ctx.folder.save_confirm(rec)
     return rec
+
+
+def _with_stablehlo_latency(ctx: RunContext, rec: ConfirmRecord, prev: ConfirmRecord | None) -> ConfirmRecord:
+    """``rec`` with each student's reloaded StableHLO program timed at the confirmation shape, in a fresh
+    pinned process like the students (``stablehlo_latency_s``; reused from ``prev`` for the same arch).
+    Students without a program, or a machine without ``flatbuffers``, keep None."""
+    from dataclasses import replace
+
+    from autodistill.distill.stablehlo import stablehlo_available, stablehlo_written, time_stablehlo
+
+    cfg = ctx.cfg.confirm
+    if stablehlo_available() is not None:
+        return rec
+    old = {s.name: s for s in prev.students} if prev is not None else {}
+    values: dict[str, float | None] = {}
+    todo = []
+    for s in rec.students:
+        o = old.get(s.name)
+        if o is not None and o.arch == s.arch and o.stablehlo_latency_s is not None:
+            values[s.name] = o.stablehlo_latency_s
+        elif stablehlo_written(stablehlo_dir(ctx, s.name), s.arch):
+            todo.append(s.name)
+    if todo:
+        try:
+            times: list[float | None] = list(time_stablehlo(
+                [stablehlo_dir(ctx, n) for n in todo], cfg.batch, cfg.seq, device=cfg.device, cores=cfg.cores,
+                passes=cfg.passes))
+        except AutodistillError as e:
+            logger.warning("confirm: StableHLO programs not timed: %s", e)
+            times = [None] * len(todo)
+        values.update(zip(todo, times))
+    return replace(rec, students=tuple(replace(s, stablehlo_latency_s=values.get(s.name)) for s in rec.students))
 
 
 def stage_report(ctx: RunContext) -> tuple[Any, Any]:
