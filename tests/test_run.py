@@ -265,3 +265,32 @@ def test_run_end_to_end_on_a_tiny_config_then_a_resume_redoes_nothing(tmp_path: 
         assert [(t.trial_id, t.status, t.accuracy, t.latency_s, t.arch) for t in store.trials()] == trials
     assert folder.students() == recs
     assert _files(out) == files  # no student record, checkpoint or cache file written again
+
+
+# ------------------------------------------------------------------------------------------------- issue 16
+def test_search_min_accuracy_and_feasibility_level_reach_the_engine(tmp_path: Path) -> None:
+    from autodistill.hardware import SPEC_ONLY_ERROR_BAND
+    from autodistill.run.context import RunContext
+
+    assert RunConfig().search.min_accuracy is None and RunConfig().search.feasibility_level == 0.9
+    text = default_config_text()
+    assert "# min_accuracy = 0.5" in text and "# feasibility_level = 0.9" in text
+    assert RunConfig.from_dict(tomllib.loads(text)).search == RunConfig().search
+    for bad, match in ((1.5, r"min_accuracy = 1.5 must be in \[0, 1\]"), (-0.1, "must be in"),
+                       ("high", "must be of type float"), (True, "must be of type float")):
+        with pytest.raises(ConfigError, match=match):
+            RunConfig.from_dict({"search": {"min_accuracy": bad}})
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError, match=r"feasibility_level = .* must be in \(0, 1\)"):
+            RunConfig.from_dict({"search": {"feasibility_level": bad}})
+    cfg = RunConfig.from_dict({"run": {"seed": 3}, "search": {"min_accuracy": 0.4, "feasibility_level": 0.8,
+                                                              "space": "minilm", "profile": "cpu_generic"}})
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # config.json round trip (a Ray worker's copy)
+    ctx = RunContext(cfg, RunFolder(tmp_path / "r"), progress=False)
+    ec = ctx.engine_config()
+    assert (ec.min_accuracy, ec.feasibility_level, ec.seed) == (0.4, 0.8, 3)
+    f = ctx.latency_feasibility()  # the minilm space's 5 ms budget on cpu_generic (spec-only)
+    assert f is not None and f.budget_s == 5e-3 and f.level == 0.8
+    assert (f.band_low, f.band_high) == (SPEC_ONLY_ERROR_BAND.low, SPEC_ONLY_ERROR_BAND.high)
+    assert RunContext(RunConfig(), RunFolder(tmp_path / "s"), progress=False).latency_feasibility() is None
+    assert RunContext(RunConfig(), RunFolder(tmp_path / "s"), progress=False).engine_config().min_accuracy is None

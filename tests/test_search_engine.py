@@ -195,3 +195,20 @@ def test_overhead_per_iteration_on_a_100k_pool():
     eng.suggest(1)
     assert time.perf_counter() - t0 < 5.0
     assert math.isfinite(eng.last_timings.total_s)
+
+
+def test_accuracy_constraint_raises_the_predicted_accuracy_of_proposals(pool):
+    """With min_accuracy above most observed accuracies, a BO step (forced: 12 completed, the design done)
+    proposes candidates the GP predicts more accurate than the same step without the constraint."""
+    hist = drive(SearchEngine(pool, EngineConfig(seed=0, **FAST)), SyntheticEvaluator(seed=0), 12, q=3)
+    floor = float(np.quantile([t.accuracy for t in hist], 0.9))
+    pred = {}
+    for m in (None, floor):
+        eng = SearchEngine(pool, EngineConfig(seed=0, min_accuracy=m, **FAST))
+        for t in hist:
+            eng.observe(t)
+        props = eng.suggest_detailed(6)
+        assert {p.source for p in props} == {"qlognehvi"}
+        pred[m] = np.array([p.predicted_accuracy for p in props], dtype=float)
+    assert pred[floor].mean() > pred[None].mean()
+    assert pred[floor].min() > pred[None].min()

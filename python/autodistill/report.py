@@ -59,6 +59,7 @@ class StudentRow:
     mlm_predictions: int = 0                    # held-out masked tokens behind mlm_accuracy (0: unknown)
     exported: str | None = None                 # its transformers folder
     trial_id: int | None = None
+    p_within_budget: float | None = None        # P(latency <= the latency budget) under the search band
 
     @property
     def error(self) -> float | None:
@@ -385,11 +386,27 @@ def _link(data: ReportData, path: str | None) -> str | None:
     return path
 
 
+P_BUDGET = "P(latency <= budget)"
+
+
+def _has_budget(data: ReportData) -> bool:
+    """Whether a latency budget was set (some student carries its probability of meeting it)."""
+    return any(s.p_within_budget is not None for s in data.students)
+
+
+def _budget_sentence(data: ReportData) -> str:
+    return (f"{P_BUDGET}: the probability that the student's latency on {data.search_profile} meets the latency "
+            "budget, its estimate's error band (measured/estimated) taken as a lognormal whose central interval is "
+            "the band; students are chosen only when it reaches the run's feasibility level.")
+
+
 def _students_table(data: ReportData) -> _Table:
     glue_keys = sorted({k for s in data.students for k in s.glue})
     front = {s.name for s in full_front(data)}
+    budget = _has_budget(data)
     head = ["name", "config", "params (M)", "flash MLM acc", "MLM acc", "± SE", *glue_keys,
-            f"est ms ({data.search_profile})", "est interval ms", "est ms (device)", "device interval ms",
+            f"est ms ({data.search_profile})", "est interval ms", *([P_BUDGET] if budget else []),
+            "est ms (device)", "device interval ms",
             "measured ms", "error", "error, drift-corrected", "error after refit", "search front", "full front"]
     rows = []
     for s in data.students:
@@ -400,6 +417,8 @@ def _students_table(data: ReportData) -> _Table:
                      _num(_fmt_acc(s.accuracy_se), s.accuracy_se),
                      *[_num(_fmt_acc(s.glue.get(k)), s.glue.get(k)) for k in glue_keys],
                      _num(_ms(s.est_latency_s), s.est_latency_s), _txt(_fmt_interval(s.est_interval_s, None)),
+                     *([_num(f"{s.p_within_budget:.3f}" if s.p_within_budget is not None else "",
+                             s.p_within_budget)] if budget else []),
                      _num(_ms(s.local_est_latency_s), s.local_est_latency_s),
                      _txt(_fmt_interval(s.local_interval_s, s.measured_latency_s)),
                      _num(_ms(s.measured_latency_s), s.measured_latency_s),
@@ -527,7 +546,10 @@ def markdown(data: ReportData) -> str:
     lines += ["## Accuracy", ""] + _md_table(_columns(t, ["name", "params (M)", "flash MLM acc", "MLM acc", "± SE",
                                                           *glue, "search front", "full front"]))
     lines += ["", "## Latency", ""] + _md_table(_columns(t, ["name", "config", t.head[6 + len(glue)],
-                                                             "est interval ms"]))
+                                                             "est interval ms",
+                                                             *([P_BUDGET] if _has_budget(data) else [])]))
+    if _has_budget(data):
+        lines += [""] + _wrap(_budget_sentence(data))
     measured = t.head.index("measured ms")
     dev = _columns(_Table(t.head, tuple(r for r in t.rows if r[measured][0]), t.numeric),
                    ["name", "est ms (device)", "device interval ms", "measured ms", "error",
@@ -1001,6 +1023,8 @@ def render_html(data: ReportData) -> str:
     links = {s.name + (" (ref)" if s.reference else ""): _link(data, s.exported) for s in data.students
              if s.exported}
     parts += ["<h2>Students</h2>", _html_table(_students_table(data), {k: v for k, v in links.items() if v})]
+    if _has_budget(data):
+        parts.append(f"<p>{esc(_budget_sentence(data))}</p>")
     if links:
         parts.append("<p>A student's name links to its exported transformers folder.</p>")
     bt, bnotes = _baseline_table(data)

@@ -63,6 +63,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--noise-sd", type=float, default=0.003, help="synthetic evaluator noise (accuracy units)")
     p.add_argument("--n-initial", type=int, default=6, help="initial design size")
     p.add_argument("--min-accuracy", type=float, help="outcome constraint: accuracy >= this")
+    p.add_argument("--feasibility-level", type=float, metavar="P",
+                   help="engine: propose only candidates with P(latency <= budget) >= P under the profile's error "
+                        "band (the budget: --target-latency-s, else the space's; default: the estimate only)")
     p.add_argument("--ref-accuracy", type=float, help="hypervolume reference accuracy (default: inferred)")
     p.add_argument("--ref-latency-s", type=float, help="hypervolume reference latency (default: inferred)")
     p.add_argument("--target-latency-s", type=float, help="scalarized mode latency target")
@@ -107,6 +110,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} {v} must be an integer in 1..1048576 (leave it out for the space's default)")
     if args.min_accuracy is not None and not (math.isfinite(args.min_accuracy) and 0.0 <= args.min_accuracy <= 1.0):
         raise ConfigError(f"--min-accuracy {args.min_accuracy} must be an accuracy in [0, 1]")
+    fl = args.feasibility_level
+    if fl is not None and not (math.isfinite(fl) and 0.0 < fl < 1.0):
+        raise ConfigError(f"--feasibility-level {fl} must be a probability in (0, 1)")
     space = load_space(args.space)
     profile = args.profile or space.objective.profile
     if profile is None:
@@ -133,7 +139,7 @@ def _engine_config(args: argparse.Namespace) -> Any:
     from autodistill.search.engine import EngineConfig
     return EngineConfig(mode=args.mode, seed=args.seed, n_initial=args.n_initial, min_accuracy=args.min_accuracy,
                         ref_accuracy=args.ref_accuracy, ref_latency_s=args.ref_latency_s,
-                        target_latency_s=args.target_latency_s)
+                        target_latency_s=args.target_latency_s, feasibility_level=args.feasibility_level)
 
 
 def _search_table(args: argparse.Namespace) -> int:

@@ -41,9 +41,10 @@ SEARCHERS = ("engine", "random", "nsga2")
 DEVICES = ("cpu", "gpu", "tpu")
 
 
-def _doc(text: str, shown: bool = True) -> dict[str, Any]:
-    """Field metadata: its comment in the printed default config; ``shown=False`` prints it commented out."""
-    return {"doc": text, "shown": shown}
+def _doc(text: str, shown: bool = True, example: Any = None) -> dict[str, Any]:
+    """Field metadata: its comment in the printed default config; ``shown=False`` prints it commented out;
+    ``example``: the value printed (commented out) for a field whose default is None (no TOML value)."""
+    return {"doc": text, "shown": shown, "example": example}
 
 
 def _at_least(sec: str, obj: Any, **lows: float) -> None:
@@ -118,9 +119,17 @@ class SearchConfig:
         shown=False))
     mix_statistic: str = field(default="mean_s", metadata=_doc(
         "latency over the serving mix: mean_s, p50_s or p99_s", shown=False))
+    min_accuracy: float | None = field(default=None, metadata=_doc(
+        "engine: outcome constraint accuracy >= this, in [0, 1] (default: none)", shown=False, example=0.5))
+    feasibility_level: float = field(default=0.9, metadata=_doc(
+        "a latency budget must be met with this probability under the profile's error band", shown=False))
 
     def __post_init__(self) -> None:
         _at_least("search", self, budget=1, batch_size=1, workers=1)
+        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
+            raise ConfigError(f"[search] min_accuracy = {self.min_accuracy} must be in [0, 1]")
+        if not 0.0 < self.feasibility_level < 1.0:
+            raise ConfigError(f"[search] feasibility_level = {self.feasibility_level} must be in (0, 1)")
         if self.executor not in EXECUTORS:
             raise ConfigError("[search] " + choices_message("executor", self.executor, EXECUTORS))
         if self.address and self.executor != "ray":
@@ -368,6 +377,8 @@ def default_config_text() -> str:
         for f in dataclasses.fields(cls):
             v = getattr(inst, f.name)
             doc, shown = f.metadata.get("doc", ""), f.metadata.get("shown", True)
+            if v is None:  # TOML has no null: an example value, commented out
+                v, shown = f.metadata.get("example"), False
             val = _toml_value(_plain(v))
             text = f"{f.name} = {val}"
             if not shown:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from autodistill.costmodel import LatencyObjective
     from autodistill.distill.data import DistillData
     from autodistill.distill.evaluator import FlashDistillEvaluator
+    from autodistill.search.engine import EngineConfig
+    from autodistill.search.feasibility import LatencyFeasibility
     from autodistill.space import CandidatePool, SearchSpace
 
 __all__ = ["RemoteEvaluate", "RunContext", "latency_objective", "load_space_and_pool"]
@@ -100,6 +102,22 @@ class RunContext:
     @property
     def objective(self) -> LatencyObjective:
         return latency_objective(self.cfg, self.pool)
+
+    def engine_config(self) -> EngineConfig:
+        """The search engine's settings from ``[search]``: the run's seed, ``min_accuracy`` (the outcome
+        constraint) and ``feasibility_level`` (the latency budget as a probability of feasibility)."""
+        from autodistill.search.engine import EngineConfig
+
+        s = self.cfg.search
+        return EngineConfig(seed=self.cfg.run.seed, min_accuracy=s.min_accuracy,
+                            feasibility_level=float(s.feasibility_level))
+
+    def latency_feasibility(self) -> LatencyFeasibility | None:
+        """The space's latency budget on the objective workload as ``P(latency <= budget) >= [search]
+        feasibility_level`` under the search profile's error band (None when the space has no budget)."""
+        from autodistill.search.feasibility import pool_feasibility
+
+        return pool_feasibility(self.pool, float(self.cfg.search.feasibility_level))
 
     def _load_space(self) -> None:
         if self._space is None:

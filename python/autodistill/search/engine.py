@@ -19,7 +19,16 @@ Modes:
   (the MnasNet-style soft latency target, w = -0.07 by default; the target defaults to the
   space's latency budget on the objective workload, else the pool's median latency) with qLogNEI.
 
-Known constraints (parameters, memory, latency budgets) are already applied by the pool.
+Known constraints (parameters, memory, latency budgets) are already applied by the pool, on the
+cost model's estimate. With ``feasibility_level`` set, the latency budget (``target_latency_s``, else
+the space's budget on the objective workload) becomes a chance constraint: the acquisition only
+considers candidates with ``P(latency <= budget) >= feasibility_level`` under the cost model's
+prediction interval (``latency_band``, else the pool profile's `error_band()`: the calibrated
+held-out band or the wide spec-only one), the band modelled as a lognormal on measured/estimated
+(`autodistill.search.feasibility`). The probability is known for every candidate (it depends on
+the cost-model estimate only), so the constraint is exact: infeasible candidates are left out of
+the prefilter and the acquisition. When no available candidate is feasible, the step falls back to
+all of them (logged). The seeded initial design is not filtered.
 
 Scaling: the acquisition is evaluated on at most ``acq_candidates`` pool members per step. When
 more are available, a cheap prefilter picks ``prefilter_fraction`` of them by the GP's upper
@@ -65,6 +74,13 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from autodistill.candidates import CandidateTable
 from autodistill.errors import SearchError, choices_message
 from autodistill.search.base import Pool, PoolSearcher
+from autodistill.search.feasibility import (
+    LatencyFeasibility,
+    band_lognormal,
+    check_level,
+    objective_budget_s,
+    pool_feasibility,
+)
 from autodistill.search.kernel import ensure_fused_kernel
 from autodistill.search.pareto import objective_matrix, pareto_mask
 from autodistill.space import num_parameters_batch
@@ -102,6 +118,11 @@ class EngineConfig:
     greedy_candidates: int = 384
     torch_threads: int = 1
     fit_maxiter: int = 100
+    #: P(latency <= budget) a candidate needs to be proposed by a BO step; None: the budget is applied
+    #: to the estimate only (by the pool).
+    feasibility_level: float | None = None
+    #: (low, high, level) of measured/estimated latency; None: the pool profile's `error_band()`.
+    latency_band: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -122,6 +143,14 @@ class EngineConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
                 raise SearchError(f"{name}={v!r} must be a finite number or None")
+        if self.feasibility_level is not None:
+            check_level("feasibility_level", self.feasibility_level)
+        if self.latency_band is not None:
+            b = self.latency_band
+            if not (isinstance(b, (tuple, list)) and len(b) == 3
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)):
+                raise SearchError(f"latency_band={b!r} must be (low, high, level)")
+            band_lognormal(float(b[0]), float(b[1]), float(b[2]))
         for name in ("ref_latency_s", "target_latency_s"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
@@ -168,6 +197,27 @@ class SearchEngine(PoolSearcher):
         self.last_timings = StepTimings()
         self._cost_model: CostModel | None = None
         self._ll_lo, self._ll_hi = pool.log_latency_bounds
+        self.feasibility = self._make_feasibility()
+        #: Pool rows that meet the chance constraint (None: no constraint).
+        self._feasible: np.ndarray | None = None
+        self.last_feasible: int | None = None  # feasible candidates available at the last BO step
+        if self.feasibility is not None:
+            self._feasible = self.feasibility.feasible(self._latency_s)
+
+    def _make_feasibility(self) -> LatencyFeasibility | None:
+        """The chance constraint on latency (None without ``feasibility_level`` or without a budget)."""
+        cfg = self.config
+        if cfg.feasibility_level is None:
+            return None
+        budget = cfg.target_latency_s if cfg.target_latency_s is not None else self._objective_budget_s()
+        if budget is None:
+            return None
+        if cfg.latency_band is not None:
+            lo, hi, lv = (float(x) for x in cfg.latency_band)
+            return LatencyFeasibility(float(budget), lo, hi, lv, float(cfg.feasibility_level), "engine config")
+        if self.pool.profile is None:  # a table's known objective: exact
+            return LatencyFeasibility(float(budget), 1.0, 1.0, 0.9, float(cfg.feasibility_level), "exact")
+        return pool_feasibility(self.pool, float(cfg.feasibility_level), float(budget))
 
     # ---------------------------------------------------------------- proposals
     def _propose(self, n: int) -> tuple[np.ndarray, list[dict]]:
@@ -233,10 +283,7 @@ class SearchEngine(PoolSearcher):
 
     def _objective_budget_s(self) -> float | None:
         """The space's latency budget on the objective's own profile and workload, if any."""
-        for lc in self.pool.space.constraints.latency:
-            if (lc.profile, lc.batch, lc.seq) == (self.pool.profile, self.pool.batch, self.pool.seq):
-                return lc.max_latency_s
-        return None
+        return objective_budget_s(self.pool)
 
     def _ref_point(self, acc: np.ndarray, ll: np.ndarray, use_resid: bool = False) -> tuple[float, float]:
         """(accuracy, -ln latency) reference point of the acquisition.
@@ -428,6 +475,15 @@ class SearchEngine(PoolSearcher):
         cfg = self.config
         avail = ~self._used
         avail[exclude] = False
+        if self._feasible is not None:
+            ok = avail & self._feasible
+            self.last_feasible = int(ok.sum())
+            if ok.any():
+                avail = ok
+            elif avail.any():
+                logger.warning("no available candidate meets %s; the BO step considers all %d",
+                               self.feasibility.describe() if self.feasibility else "the latency budget",
+                               int(avail.sum()))
         idx = np.flatnonzero(avail)
         if len(idx) == 0:
             raise SearchError(f"the pool of {len(self.pool)} candidates is exhausted")

@@ -254,12 +254,15 @@ def _run(st: TrialStore, space: SearchSpace | TableSpace, pool: Pool, searcher: 
     old = st.meta()
     resumed = "pinned" in old
     if resumed:
-        # keys a store written by an older autodistill lacks are added, not compared
-        diff = sorted(k for k in pinned if k in old["pinned"] and old["pinned"][k] != _roundtrip(pinned[k]))
+        # keys a store written by an older autodistill lacks are added, not compared (in the engine's
+        # settings too: a setting added since, e.g. feasibility_level, is not a difference)
+        diff = sorted(k for k in pinned if k in old["pinned"]
+                      and old["pinned"][k] != _added_only(k, _roundtrip(pinned[k]), old["pinned"][k]))
         if diff:
             details = []
             for k in diff:
-                was, now = old["pinned"].get(k), _roundtrip(pinned[k])
+                was = old["pinned"].get(k)
+                now = _added_only(k, _roundtrip(pinned[k]), was)
                 if k in _PINNED_WHY:
                     details.append(_PINNED_WHY[k])
                 elif isinstance(was, dict) and isinstance(now, dict):
@@ -269,7 +272,8 @@ def _run(st: TrialStore, space: SearchSpace | TableSpace, pool: Pool, searcher: 
                     details.append(f"{k}: stored {was!r}, now {now!r}")
             raise SearchError(f"store {st.db_path} was created with different {', '.join(diff)} "
                               f"({'; '.join(details)[:600]}); resume with the same arguments or use a new --store")
-        if set(pinned) - set(old["pinned"]):
+        grown = set(_roundtrip(pinned).get("engine_config") or {}) - set(old["pinned"].get("engine_config") or {})
+        if set(pinned) - set(old["pinned"]) or (grown and isinstance(old["pinned"].get("engine_config"), dict)):
             st.set_meta({"pinned": {**old["pinned"], **_roundtrip(pinned)}})
         if old.get("cost_model_version") != cm_version:
             logger.warning("store %s was started with cost model %s; this is %s (each trial records its own)",
@@ -358,6 +362,13 @@ def _run(st: TrialStore, space: SearchSpace | TableSpace, pool: Pool, searcher: 
                       n_failed=counts["failed"], n_evaluated_now=n_now, resumed=resumed,
                       pareto=tuple(st.pareto()), hypervolume=st.hypervolume(), reference_point=st.reference_point(),
                       wall_s=time.perf_counter() - t_run, suggest_s_total=suggest_total)
+
+
+def _added_only(key: str, v: Any, stored: Any = None) -> Any:
+    """The pinned ``engine_config`` without the settings a ``stored`` one (an older store's) lacks."""
+    if key != "engine_config" or not isinstance(v, dict) or not isinstance(stored, dict):
+        return v
+    return {k: x for k, x in v.items() if k in stored}
 
 
 def _differs(key: str, was: Any, now: Any) -> str:

@@ -1,9 +1,14 @@
-"""Which searched students go on to full distillation: Pareto layers, spread over latency."""
+"""Which searched students go on to full distillation: Pareto layers, spread over latency.
+
+With a latency budget (`LatencyFeasibility`), only students that meet it with the required probability
+(``P(latency <= budget) >= level`` under the profile's error band) are chosen.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TypeVar
 
+from autodistill.search.feasibility import LatencyFeasibility, feasible_trials
 from autodistill.search.pareto import nondominated_ranks, objective_matrix
 from autodistill.search.types import Trial
 
@@ -46,8 +51,17 @@ def spread_over_latency(front: Sequence[T], k: int) -> list[T]:
     return [front[i] for i in idx]
 
 
-def select_students(front: Sequence[T], completed: Sequence[T], k: int) -> list[T]:
+def select_students(front: Sequence[T], completed: Sequence[T], k: int,
+                    feasibility: LatencyFeasibility | None = None) -> list[T]:
     """The ``k`` students to distill fully: the Pareto ``front`` (fastest first) spread over latency, or,
-    when it has fewer than ``k``, the front plus the best of the next non-dominated layers of ``completed``."""
+    when it has fewer than ``k``, the front plus the best of the next non-dominated layers of ``completed``.
+
+    With ``feasibility``, only the trials meeting the latency budget with its probability count: the
+    front is then recomputed from the feasible ``completed`` trials (a feasible trial dominated only by
+    infeasible ones is on it), and fewer than ``k`` (or none) come back when fewer are feasible.
+    """
+    if feasibility is not None:
+        completed = feasible_trials(completed, feasibility)
+        front = pareto_layers(completed, 1)  # the first front, whole
     chosen = list(front) if len(front) >= k else pareto_layers(completed, k)
     return spread_over_latency(chosen, k)
