@@ -32,7 +32,9 @@ def stage_search(ctx: RunContext) -> RunSummary:
 
     cfg = ctx.cfg.search
     ctx.evaluator.prepare()  # teacher head + teacher outputs on disk before any worker needs them
-    searcher = make_searcher(cfg.searcher, ctx.pool, seed=ctx.cfg.run.seed)
+    # the engine's settings from [search] (random and nsga2 take none, and load no torch)
+    searcher = make_searcher(cfg.searcher, ctx.pool, engine_config=ctx.engine_config() if cfg.searcher == "engine"
+                             else None, seed=ctx.cfg.run.seed)
     executor = make_executor(cfg.executor, cfg.address or None, cfg.workers if cfg.executor == "ray" else None)
     evaluator = (ctx.evaluator if cfg.executor == "local"
                  else TaskEvaluator(executor, RemoteEvaluate(ctx.cfg.to_dict(), str(ctx.folder.path))))
@@ -54,7 +56,8 @@ def chosen_students(ctx: RunContext) -> list[tuple[StudentRecord, StudentArch]]:
     from autodistill.search.store import TrialStore
 
     with TrialStore(ctx.folder.store_dir, create=False, readonly=True) as st:
-        picked = select_students(st.pareto(), st.trials("completed"), ctx.cfg.full.top_k)
+        picked = select_students(st.pareto(), st.trials("completed"), ctx.cfg.full.top_k,
+                                 feasibility=ctx.latency_feasibility())
     out = []
     for t in picked:
         arch = ctx.evaluator.adapt(t.arch)
@@ -305,6 +308,7 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
         except AutodistillError as e:
             logger.warning("no latency interval in the report: %s", e)
     search_band = objective.cost_model.profile.error_band()
+    feas = ctx.latency_feasibility()
     rows = []
     students = ctx.folder.students()
     for res in students:
@@ -320,7 +324,8 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
                                local_interval_s=band.around(c.est_latency_s) if band and c and c.est_latency_s
                                else None, pareto=not res.baseline, baseline=res.baseline,
                                est_interval_s=search_band.around(est_s), mlm_predictions=res.mlm_predictions,
-                               exported=res.exported, trial_id=res.trial_id))
+                               exported=res.exported, trial_id=res.trial_id,
+                               p_within_budget=float(feas.probability(est_s)) if feas else None))
     teacher = ctx.teacher
     ta = teacher.arch
     # the teacher is scored on the same held-out tokens as the students
@@ -335,6 +340,8 @@ def stage_report(ctx: RunContext) -> tuple[Any, Any]:
              f"trials; latency objective: {objective.describe()}; latency interval on "
              f"{objective.cost_model.profile.name}: measured/estimated in [{search_band.low:.3g}, "
              f"{search_band.high:.3g}] ({search_band.source or 'the profile'})"]
+    if feas is not None:
+        notes.append("latency budget: " + feas.describe())
     if conf is not None:
         if conf.note:
             notes.append(conf.note)
