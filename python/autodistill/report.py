@@ -794,6 +794,16 @@ class _Plot:
         return f"<figure><div class='scroll plot'>{body}</div>{cap}</figure>"
 
 
+def _steps(front: Sequence[tuple[float, float]], x_end: float) -> list[tuple[float, float]]:
+    """A front's step line, fastest first: its accuracy holds until the next, slower-but-better point."""
+    pts: list[tuple[float, float]] = []
+    for x, y in front:
+        if pts:
+            pts.append((x, pts[-1][1]))
+        pts.append((x, y))
+    return pts + [(x_end, pts[-1][1])] if pts else pts
+
+
 def _pareto_plot(data: ReportData) -> str:
     """Accuracy against estimated latency: trials, the students' flash -> full arrows, the full front."""
     stu = [s for s in data.students if not s.reference]
@@ -817,14 +827,8 @@ def _pareto_plot(data: ReportData) -> str:
         p.key("search trials (flash accuracy)", "circle", _COLORS["trial"])
     front = full_front(data)
     if len(front) >= 1:
-        pts: list[tuple[float, float]] = []
-        for s in front:  # a step line: accuracy holds until the next, faster-but-better point
-            x, y = s.est_latency_s * 1e3, s.mlm_accuracy or 0.0
-            if pts:
-                pts.append((x, pts[-1][1]))
-            pts.append((x, y))
-        pts.append((p.x1, pts[-1][1]))
-        p.line(pts, color=_COLORS["front"], width=1.2, dash="5 3")
+        p.line(_steps([(s.est_latency_s * 1e3, s.mlm_accuracy or 0.0) for s in front], p.x1),
+               color=_COLORS["front"], width=1.2, dash="5 3")
         p.key("front after full distillation (estimated latency)", "dash", _COLORS["front"])
     drew_flash = False
     # students a few px apart in latency are drawn side by side (their hover text gives the exact value)
@@ -892,14 +896,8 @@ def _measured_front_plot(data: ReportData) -> str | None:
         if (s.mlm_accuracy or 0.0) > best:
             front.append(s)
             best = s.mlm_accuracy or 0.0
-    pts: list[tuple[float, float]] = []
-    for s in front:
-        x, y = (s.measured_latency_s or 0.0) * 1e3, s.mlm_accuracy or 0.0
-        if pts:
-            pts.append((x, pts[-1][1]))
-        pts.append((x, y))
-    pts.append((p.x1, pts[-1][1]))
-    p.line(pts, color=_COLORS["measured_front"], width=1.2, dash="5 3")
+    p.line(_steps([((s.measured_latency_s or 0.0) * 1e3, s.mlm_accuracy or 0.0) for s in front], p.x1),
+           color=_COLORS["measured_front"], width=1.2, dash="5 3")
     p.key("front over measured latency", "dash", _COLORS["measured_front"])
     for s in stu:
         color = _COLORS["baseline" if s.baseline else "student"]
