@@ -70,13 +70,9 @@ def verify_export(folder: str | os.PathLike, arch: StudentArch, params: Mapping[
     from autodistill.models import StudentModel
 
     head = "cls" in params
-    seq = min(seq, arch.max_position_embeddings)
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, arch.vocab_size, size=(batch, seq)).astype(np.int64)
-    types = rng.integers(0, min(arch.type_vocab_size, 2), size=(batch, seq)).astype(np.int64)
-    mask = np.ones((batch, seq), np.int64)
-    if batch > 1:
-        mask[1, seq // 2:] = 0
+    from autodistill.distill.stablehlo import fixed_inputs
+
+    ids, types, mask = (x.astype(np.int64) for x in fixed_inputs(arch, batch, seq, seed))
     auto = transformers.AutoModelForMaskedLM if head else transformers.AutoModel
     try:
         model = auto.from_pretrained(str(folder), local_files_only=True).eval()

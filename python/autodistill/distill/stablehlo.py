@@ -212,7 +212,8 @@ def load_stablehlo(folder: str | os.PathLike) -> StableHLOProgram:
 
 
 def fixed_inputs(arch: StudentArch, batch: int = 2, seq: int = 24, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Random token and segment ids, and a mask with the second row half padding (as `verify_export`)."""
+    """Random token and segment ids, and a mask with the second row half padding: the inputs both export
+    checks (`verify_export`, `check_stablehlo`) compare logits on. int32, ``(batch, seq)`` each."""
     seq = min(seq, arch.max_position_embeddings)
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, arch.vocab_size, size=(batch, seq)).astype(np.int32)
