@@ -18,7 +18,7 @@ from typing import Any
 from autodistill.errors import AutodistillError, ConfigError
 
 __all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "check_output_file", "file_on_the_way",
-           "json_default", "read_json"]
+           "json_default", "read_json", "read_toml"]
 
 
 @contextmanager
@@ -97,6 +97,24 @@ def json_default(o: Any) -> Any:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (see `json_default` for what it converts)."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
+
+
+def read_toml(path: str | os.PathLike[str], *, what: str, error: type[AutodistillError] = ConfigError
+              ) -> dict[str, Any]:
+    """The TOML table in ``path``; a file that is not UTF-8, not TOML or not readable raises ``error``
+    naming it as ``what`` (``"profile file"``), instead of a traceback."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {str(p)!r} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})"
+                    ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{p}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {str(p)!r}: {e.strerror}") from None
 
 
 def read_json(path: str | os.PathLike[str], *, what: str = "file",

@@ -476,16 +476,9 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
 
 
 def _load_file(path: Path) -> HardwareProfile:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ProfileError(f"profile file {str(path)!r} is not UTF-8 text (byte {e.start}: "
-                           f"{e.object[e.start:e.start + 1]!r})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{path}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ProfileError(f"cannot read profile file {str(path)!r}: {e.strerror}") from None
-    return profile_from_dict(data, source=str(path))
+    from autodistill.fileio import read_toml
+
+    return profile_from_dict(read_toml(path, what="profile file", error=ProfileError), source=str(path))
 
 
 def save_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Path:

@@ -54,7 +54,6 @@ import math
 import operator
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -625,16 +624,9 @@ def load_space(name_or_path: str | os.PathLike[str]) -> SearchSpace:
 
 
 def _load_file(path: Path) -> SearchSpace:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"space file {str(path)!r} is not UTF-8 text (byte {e.start}: "
-                          f"{e.object[e.start:e.start + 1]!r})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read space file {str(path)!r}: {e.strerror}") from None
-    return space_from_dict(data, source=str(path))
+    from autodistill.fileio import read_toml
+
+    return space_from_dict(read_toml(path, what="space file"), source=str(path))
 
 
 # ---------------------------------------------------------------------- vectorized arch maths

@@ -242,12 +242,11 @@ def _export(args: argparse.Namespace) -> int:
     if out == ck or out in ck.parents or ck in out.parents:
         raise DistillError(f"--out {args.out} is the checkpoint folder {args.checkpoint_dir}, holds it or is inside "
                            "it; export to a folder of its own")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DistillError(f"--out {args.out}: {parent} is a file, not a folder")
-            break
-    from autodistill.fileio import read_json
+    from autodistill.fileio import file_on_the_way, read_json
+
+    blocked = file_on_the_way(out)
+    if blocked is not None:
+        raise DistillError(f"--out {args.out}: {blocked} is a file, not a folder")
 
     # read here first: a truncated run.json is named instead of failing inside the checkpoint reader
     run = read_json(Path(args.checkpoint_dir) / "run.json", what="checkpoint run file", error=DistillError)
