@@ -35,7 +35,7 @@ import numpy as np
 from autodistill.arch import StudentArch
 from autodistill.candidates import TableRow
 from autodistill.errors import AutodistillError, SearchError, choices_message
-from autodistill.fileio import atomic_path, file_on_the_way
+from autodistill.fileio import atomic_path, check_output_file, file_on_the_way
 from autodistill.search.pareto import hypervolume, objective_matrix, pareto_mask, reference_point
 from autodistill.search.types import FINISHED, STATUSES, Suggestion, Trial, TrialResult
 
@@ -181,15 +181,8 @@ def check_csv_path(path: str | Path, db_path: Path, *, force: bool = False) -> P
     if path.resolve() in own or _is_sqlite(path):
         raise SearchError(f"refusing to write a CSV over {path}: it is a trial store (SQLite) file; "
                           "give the CSV another name")
-    if path.is_dir():
-        raise SearchError(f"--csv {path} is a folder; give a file name")
-    blocked = file_on_the_way(path)
-    if blocked is not None:
-        raise SearchError(f"--csv {path}: {blocked} is a file, not a folder")
-    if path.exists() and not force and not _is_trials_csv(path):
-        raise SearchError(f"{path} exists and is not a trials CSV written by autodistill; pass --force to "
-                          "replace it, or give another name")
-    return path
+    return check_output_file(path, "--csv", ours=_is_trials_csv, what="a trials CSV written by autodistill",
+                             force=force, error=SearchError)
 
 
 class TrialStore:
