@@ -14,7 +14,7 @@ import pytest
 from autodistill.errors import ConfigError, SearchError
 from autodistill.search.baselines import NSGA2, RandomSearch
 from autodistill.search.evaluators import SyntheticEvaluator
-from autodistill.search.runner import _store_lock, make_searcher, run_search
+from autodistill.search.runner import _StoreLock, make_searcher, run_search
 from autodistill.search.store import TrialStore, resolve_store_path
 from autodistill.search.types import TrialResult
 from autodistill.space import build_pool, load_space
@@ -99,7 +99,7 @@ def test_resume_refuses_other_settings_and_concurrent_runs(tmp_path, space, pool
     with pytest.raises(SearchError, match="different seed"):
         run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=5,
                    searcher=RandomSearch(pool, 1), pool=pool)
-    with _store_lock(resolve_store_path(tmp_path / "a")):
+    with _StoreLock(resolve_store_path(tmp_path / "a")):
         with pytest.raises(SearchError, match="another search"):
             run_search(space=space, evaluator=SyntheticEvaluator(), store=tmp_path / "a", budget=5,
                        searcher=RandomSearch(pool, 0), pool=pool)

@@ -150,8 +150,6 @@ class _StoreLock:
         os.close(self.fd)
 
 
-_store_lock = _StoreLock  # the name the tests hold the lock by
-
 def _latency_digest(pool: Pool) -> str | None:
     """A digest of the pool's known latencies (12 significant digits): it changes with the profile's
     terms (another file of the same name), the serving mix, its statistic and the cost model itself.
