@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from autodistill.search.feasibility import LatencyFeasibility
     from autodistill.space import CandidatePool, SearchSpace
 
-__all__ = ["RemoteEvaluate", "RunContext", "latency_objective", "load_space_and_pool"]
+__all__ = ["RemoteEvaluate", "RunContext", "latency_objective", "load_space_and_pool", "load_teacher_and_data"]
 
 
 @dataclass
@@ -43,25 +43,11 @@ class RunContext:
         A missing teacher or an empty corpus fails here."""
         if self._evaluator is not None:
             return
-        from autodistill.distill.data import DataConfig, build_data, default_corpus, read_corpus
         from autodistill.distill.evaluator import FlashDistillEvaluator
         from autodistill.distill.flash import FlashConfig
-        from autodistill.distill.teacher import load_teacher
 
         cfg = self.cfg
-        bare = load_teacher(None if cfg.teacher.path == "default" else cfg.teacher.path)
-        spec = list(cfg.data.corpus)
-        docs: list[Any] = []
-        if "builtin" in spec:
-            docs.extend(default_corpus())
-            spec.remove("builtin")
-        if spec:
-            docs.extend(read_corpus(spec))
-        heldout = read_corpus(list(cfg.data.heldout)) if cfg.data.heldout else None
-        dcfg = DataConfig(seq_len=cfg.data.seq_len, max_train_sequences=cfg.data.max_train_sequences,
-                          max_heldout_sequences=cfg.data.max_heldout_sequences,
-                          heldout_fraction=float(cfg.data.heldout_fraction))
-        self._data = build_data(bare.tokenizer(), docs, dcfg, heldout=heldout, description=",".join(cfg.data.corpus))
+        bare, self._data = load_teacher_and_data(cfg)
         fcfg = FlashConfig(batch_size=cfg.flash.batch_size, seed=cfg.run.seed)
         self._evaluator = FlashDistillEvaluator(bare, self._data, steps=cfg.flash.steps,
                                                 kt_fraction=float(cfg.flash.kt_fraction), config=fcfg,
@@ -122,6 +108,27 @@ class RunContext:
     def _load_space(self) -> None:
         if self._space is None:
             self._space, self._pool = load_space_and_pool(self.cfg)
+
+
+def load_teacher_and_data(cfg: RunConfig) -> tuple[Any, DistillData]:
+    """The ``[teacher]`` (without a fitted MLM head yet) and the ``[data]`` of ``cfg`` (a `DistillData`
+    tokenized with the teacher's vocabulary). A missing teacher or an empty corpus fails here."""
+    from autodistill.distill.data import DataConfig, build_data, default_corpus, read_corpus
+    from autodistill.distill.teacher import load_teacher
+
+    bare = load_teacher(None if cfg.teacher.path == "default" else cfg.teacher.path)
+    spec = list(cfg.data.corpus)
+    docs: list[Any] = []
+    if "builtin" in spec:
+        docs.extend(default_corpus())
+        spec.remove("builtin")
+    if spec:
+        docs.extend(read_corpus(spec))
+    heldout = read_corpus(list(cfg.data.heldout)) if cfg.data.heldout else None
+    dcfg = DataConfig(seq_len=cfg.data.seq_len, max_train_sequences=cfg.data.max_train_sequences,
+                      max_heldout_sequences=cfg.data.max_heldout_sequences,
+                      heldout_fraction=float(cfg.data.heldout_fraction))
+    return bare, build_data(bare.tokenizer(), docs, dcfg, heldout=heldout, description=",".join(cfg.data.corpus))
 
 
 def latency_objective(cfg: RunConfig, pool: CandidatePool) -> LatencyObjective:
