@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from autodistill.fileio import atomic_write_json, atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "shared_data.toml"
 DEFAULT_OUT = REPO / "benchmarks" / "data" / "landscape_small.csv"
@@ -94,12 +96,11 @@ def read_done(out: Path, cols: list[str]) -> list[dict[str, str]]:
         raise SystemExit(f"{out}: its header differs from this run's columns; use another --out")
     good = [r for r in rows if len(r) == len(cols) and None not in r.values()]
     if len(good) != len(rows) or "".join(lines) != text:
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        with tmp.open("w", encoding="utf-8", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n")
-            w.writeheader()
-            w.writerows(good)
-        os.replace(tmp, out)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(good)
+        atomic_write_text(out, buf.getvalue())
     return good
 
 
@@ -113,9 +114,7 @@ def check_sidecar(path: Path, settings: dict[str, Any]) -> None:
         merged = {**old, **settings}
     else:
         merged = settings
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, merged)
 
 
 def fmt(v: float) -> str:
@@ -172,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
                 "design_seed": args.seed, "students": args.students, "flash": fcfg.to_dict(),
                 "data": {"corpus": list(cfg.data.corpus), "heldout": list(cfg.data.heldout),
                          "seq_len": cfg.data.seq_len, "max_heldout_sequences": cfg.data.max_heldout_sequences}}
-    settings["config"] = str(settings["config"])
     check_sidecar(out.with_suffix(".json"), settings)
     done = {r["name"] for r in read_done(out, cols)}
 
